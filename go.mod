@@ -1,0 +1,3 @@
+module falg
+
+go 1.26

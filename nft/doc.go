@@ -1,0 +1,2 @@
+// Package nft builds, prints and installs falg's nftables ruleset.
+package nft
