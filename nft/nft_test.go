@@ -1,0 +1,242 @@
+package nft
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+
+	"falg/config"
+)
+
+func example(t *testing.T) *Ruleset {
+	t.Helper()
+	c, err := config.Load("../configs/falg.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(c)
+}
+
+func TestRulesetText(t *testing.T) {
+	r := example(t)
+	text := r.String()
+	for _, want := range []string{
+		"table inet falg {",
+		"ip daddr 10.0.0.1 tcp dport 443 tcp flags syn / fin,syn,rst,ack add @pending4 { ip saddr . tcp sport . ip daddr . tcp dport } counter queue num 0-1",
+		"ip6 daddr fd00::1 tcp dport 443 tcp flags syn / fin,syn,rst,ack add @pending6 { ip6 saddr . tcp sport . ip6 daddr . tcp dport } counter queue num 0-1",
+		"ip daddr 10.0.0.1 udp dport 53 counter queue num 0-1",
+		"ip saddr . tcp sport . ip daddr . tcp dport @pending4 counter queue num 0-1",
+		"ip saddr . tcp sport @backends4 tcp flags syn,ack / fin,syn,rst,ack counter queue num 0-1",
+		"meta mark & 0x00100000 == 0x00100000 notrack",
+		"ct mark & 0x00200000 == 0x00200000 counter",
+		"type nat hook postrouting priority srcnat; policy accept;",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, text)
+		}
+	}
+	// Port 3128 is TCP only, port 53 both: no udp rule for 3128, no SYN rule missing for 53.
+	if strings.Contains(text, "udp dport 3128") || !strings.Contains(text, "ip daddr 10.0.0.1 tcp dport 53 tcp flags") {
+		t.Errorf("transport of listens wrong:\n%s", text)
+	}
+}
+
+func TestTupleKey(t *testing.T) {
+	k := Tuple{netip.MustParseAddrPort("10.0.0.2:40000"), netip.MustParseAddrPort("10.0.0.1:443")}.Key()
+	want, _ := hex.DecodeString("0a0000029c4000000a00000101bb0000")
+	if string(k) != string(want) {
+		t.Errorf("v4 key %x, want %x", k, want)
+	}
+	k6 := Tuple{netip.MustParseAddrPort("[fd00::2]:1"), netip.MustParseAddrPort("[fd00::1]:2")}.Key()
+	if len(k6) != 40 || k6[16] != 0 || k6[17] != 1 || k6[39] != 0 || k6[37] != 2 {
+		t.Errorf("v6 key %x", k6)
+	}
+}
+
+// netns makes a throwaway network namespace and returns an nftables
+// connection into it and a function running a command inside it.
+func netns(t *testing.T) (*nftables.Conn, func(args ...string) string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to create a network namespace")
+		}
+		t.Skip("needs root")
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	name := "falg-nft-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		// Stdout only: nft's libxtables complains on stderr about the
+		// inet xt target it cannot print.
+		cmd := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%v: %v: %s", args, err, stderr.String())
+		}
+		return string(out)
+	}
+	return c, run
+}
+
+var (
+	counterValues = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	elementList   = regexp.MustCompile(`elements = \{ [^}]* \}`)
+	iptablesNote  = regexp.MustCompile(`(?m)^# Warning: table .* is managed by iptables-nft.*\n`)
+	xtTarget      = regexp.MustCompile(`(?m)counter $`)
+)
+
+// normalize makes `nft list` output comparable with String: counter values
+// and nft's note on xt users go, set elements are sorted, and an xt NFQUEUE
+// target, which nft cannot print in an inet table, is shown as the queue
+// statement it stands for (TestInstallXTInfo checks its bytes).
+func normalize(listing string, r *Ruleset, kind QueueKind) string {
+	s := counterValues.ReplaceAllString(listing, "counter")
+	s = iptablesNote.ReplaceAllString(s, "")
+	if kind == QueueXT {
+		q := r.text(rule{queue: true})
+		s = xtTarget.ReplaceAllString(s, q)
+	}
+	return sortElements(s)
+}
+
+func sortElements(s string) string {
+	return elementList.ReplaceAllStringFunc(s, func(block string) string {
+		inner := strings.TrimSuffix(strings.TrimPrefix(block, "elements = { "), " }")
+		elems := strings.Split(inner, ",\n\t\t\t     ")
+		slices.Sort(elems)
+		return "elements = { " + strings.Join(elems, ",\n\t\t\t     ") + " }"
+	})
+}
+
+func TestInstallMatchesText(t *testing.T) {
+	c, run := netns(t)
+	kind, err := DetectQueue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("queue: %v", kind)
+	if strings.Contains(run("nft", "list", "ruleset"), probeTable) {
+		t.Fatal("probe table left behind")
+	}
+	r := example(t)
+	if err := r.Install(c, kind); err != nil {
+		t.Fatal(err)
+	}
+	listing := run("nft", "list", "table", "inet", Table)
+	if got, want := normalize(listing, r, kind), sortElements(r.String()); got != want {
+		t.Errorf("nft list differs from String:\n--- nft list (normalized)\n%s\n--- String\n%s", got, want)
+	}
+	// Installing again replaces the table atomically (a stale table from a
+	// killed falg), and Remove deletes it and nothing else.
+	run("nft", "add", "table", "inet", "other")
+	if err := r.Install(c, kind); err != nil {
+		t.Fatalf("reinstall over existing table: %v", err)
+	}
+	if err := Remove(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(c); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	left := run("nft", "list", "tables")
+	if strings.Contains(left, "inet falg\n") || !strings.Contains(left, "inet other") {
+		t.Errorf("after Remove: %q", left)
+	}
+}
+
+func TestPendingSets(t *testing.T) {
+	c, run := netns(t)
+	kind, err := DetectQueue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := example(t).Install(c, kind); err != nil {
+		t.Fatal(err)
+	}
+	t4 := Tuple{netip.MustParseAddrPort("10.0.1.2:443"), netip.MustParseAddrPort("10.0.0.2:40000")}
+	t6 := Tuple{netip.MustParseAddrPort("[fd00:1::2]:443"), netip.MustParseAddrPort("[fd00::2]:40000")}
+	if err := AddPending(c, t4, t6); err != nil {
+		t.Fatal(err)
+	}
+	l := run("nft", "list", "set", "inet", Table, SetPending4) + run("nft", "list", "set", "inet", Table, SetPending6)
+	if !strings.Contains(l, "10.0.1.2 . 443 . 10.0.0.2 . 40000") || !strings.Contains(l, "fd00:1::2 . 443 . fd00::2 . 40000") {
+		t.Fatalf("pending sets:\n%s", l)
+	}
+	gone := Tuple{netip.MustParseAddrPort("10.0.1.9:1"), netip.MustParseAddrPort("10.0.0.2:2")}
+	if err := DelPending(c, t4, gone, t6); err != nil {
+		t.Fatalf("delete with one missing: %v", err)
+	}
+	l = run("nft", "list", "set", "inet", Table, SetPending4) + run("nft", "list", "set", "inet", Table, SetPending6)
+	if strings.Contains(l, "40000") {
+		t.Fatalf("elements left:\n%s", l)
+	}
+}
+
+// TestInstallXTInfo reads the installed rules back and checks the queue
+// verdict of each: the xt target's info bytes, or the native expression.
+func TestInstallXTInfo(t *testing.T) {
+	c, _ := netns(t)
+	r := example(t)
+	r.Bypass = true
+	for _, kind := range []QueueKind{QueueXT, QueueNative} {
+		if err := r.Install(c, kind); err != nil {
+			if kind == QueueNative {
+				t.Logf("native queue not available: %v", err)
+				continue
+			}
+			t.Fatal(err)
+		}
+		rules, err := c.GetRules(&nftables.Table{Name: Table, Family: nftables.TableFamilyINet}, &nftables.Chain{Name: ChainPrerouting})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rules) != len(r.preroutingRules()) {
+			t.Fatalf("%d rules installed, want %d", len(rules), len(r.preroutingRules()))
+		}
+		for _, ru := range rules {
+			switch q := ru.Exprs[len(ru.Exprs)-1].(type) {
+			case *expr.Target:
+				info, _ := q.Info.(*xt.Unknown)
+				if kind != QueueXT || q.Name != "NFQUEUE" || q.Rev != 3 || info == nil || len(*info) != 8 ||
+					binary.NativeEndian.Uint16((*info)[0:]) != 0 || binary.NativeEndian.Uint16((*info)[2:]) != 2 ||
+					binary.NativeEndian.Uint16((*info)[4:]) != 1 {
+					t.Fatalf("xt target: %+v info %x", q, info)
+				}
+			case *expr.Queue:
+				if kind != QueueNative || q.Num != 0 || q.Total != 2 || q.Flag != expr.QueueFlagBypass {
+					t.Fatalf("queue: %+v", q)
+				}
+			default:
+				t.Fatalf("last expression is %T, want a queue verdict", q)
+			}
+		}
+	}
+}
