@@ -67,7 +67,7 @@ func TestHandshakeSeqAdj(t *testing.T) {
 // SYN itself.
 func checkMapping(t *testing.T, h Handshake, orig, reply SeqAdj) {
 	t.Helper()
-	clientNext := h.ClientISN + 1 + h.Consumed          // first byte the kernel forwards
+	clientNext := h.ClientISN + 1 + h.Consumed            // first byte the kernel forwards
 	backendWants := h.BackendSYNISN + 1 + h.SentToBackend // where the backend expects it
 	backendNext := h.BackendISN + 1                       // backend's first byte
 	clientWants := h.RouterISN + 1 + h.SentToClient       // where the client expects it
