@@ -4,6 +4,7 @@ go 1.26
 
 require (
 	github.com/mdlayher/netlink v1.11.2
+	github.com/vishvananda/netns v0.0.5
 	golang.org/x/sys v0.43.0
 )
 
