@@ -4,9 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -16,45 +14,28 @@ import (
 // RequestTimeout bounds how long a Conn waits for each reply datagram.
 const RequestTimeout = 5 * time.Second
 
-// recvBufSize holds the largest datagram a ctnetlink dump sends.
-const recvBufSize = 1 << 16
-
 // Conn is a ctnetlink request socket (NETLINK_NETFILTER) in the network
 // namespace it was dialed in. It is safe for concurrent use; requests are
 // serialized, so give each busy worker its own Conn.
 type Conn struct {
-	mu  sync.Mutex
-	nl  *netlink.Conn
-	rc  syscall.RawConn
-	enc encoder
-	buf []byte
+	mu   sync.Mutex
+	sock *rawSock
+	enc  encoder
+	seq  uint32
 }
 
 // Dial opens a ctnetlink socket in the current thread's network namespace.
 func Dial() (*Conn, error) {
-	nl, rc, err := dialNetfilter()
+	s, err := dialRaw()
 	if err != nil {
 		return nil, fmt.Errorf("seqnat: dial: %w", err)
 	}
-	return &Conn{nl: nl, rc: rc, buf: make([]byte, recvBufSize)}, nil
-}
-
-func dialNetfilter() (*netlink.Conn, syscall.RawConn, error) {
-	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	rc, err := nl.SyscallConn()
-	if err != nil {
-		nl.Close()
-		return nil, nil, err
-	}
-	return nl, rc, nil
+	return &Conn{sock: s, seq: uint32(time.Now().UnixNano())}, nil
 }
 
 // Close closes the socket.
 func (c *Conn) Close() error {
-	if err := c.nl.Close(); err != nil {
+	if err := c.sock.close(); err != nil {
 		return fmt.Errorf("seqnat: close: %w", err)
 	}
 	return nil
@@ -158,24 +139,18 @@ func (c *Conn) List(mark, mask uint32) ([]Entry, error) {
 // number until the kernel acknowledges it, reports an error, or ends a
 // dump. Each data message body goes to each. c.mu must be held.
 func (c *Conn) request(msg uint8, flags netlink.HeaderFlags, each func([]byte) error) error {
-	req, err := c.nl.Send(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(nfnlSubsysCTNetlink<<8 | uint16(msg)),
-			Flags: flags,
-		},
-		Data: c.enc.b,
-	})
-	if err != nil {
+	c.seq++
+	seq := c.seq
+	if err := c.sock.write(c.enc.finish(nfnlSubsysCTNetlink<<8|uint16(msg), uint16(flags), seq)); err != nil {
 		return err
 	}
-	seq := req.Header.Sequence
 	var eachErr error
 	for {
-		n, err := c.recv(time.Now().Add(RequestTimeout))
+		dgram, err := c.sock.read(time.Now().Add(RequestTimeout))
 		if err != nil {
 			return err
 		}
-		done, err := walkMessages(c.buf[:n], func(h nlHeader, body []byte) (bool, error) {
+		done, err := walkMessages(dgram, func(h nlHeader, body []byte) (bool, error) {
 			if h.seq != seq {
 				return false, nil // a late reply to an abandoned request
 			}
@@ -208,43 +183,6 @@ func (c *Conn) request(msg uint8, flags netlink.HeaderFlags, each func([]byte) e
 			return eachErr
 		}
 	}
-}
-
-// recv reads one datagram into c.buf, waiting until deadline.
-func (c *Conn) recv(deadline time.Time) (int, error) {
-	if err := c.nl.SetReadDeadline(deadline); err != nil {
-		return 0, err
-	}
-	return recvDatagram(c.rc, c.buf)
-}
-
-// recvDatagram reads one netlink datagram through rc, honouring the
-// deadline set on the socket.
-func recvDatagram(rc syscall.RawConn, buf []byte) (int, error) {
-	var n, rflags int
-	var serr error
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			n, _, rflags, _, serr = unix.Recvmsg(int(fd), buf, nil, 0)
-			if serr != unix.EINTR {
-				break
-			}
-		}
-		return serr != unix.EAGAIN
-	})
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, fmt.Errorf("receive: %w", err)
-		}
-		return 0, err
-	}
-	if serr != nil {
-		return 0, fmt.Errorf("receive: %w", serr)
-	}
-	if rflags&unix.MSG_TRUNC != 0 {
-		return 0, fmt.Errorf("receive: datagram larger than %d bytes", len(buf))
-	}
-	return n, nil
 }
 
 // nlHeader is the part of struct nlmsghdr this package looks at.

@@ -12,15 +12,31 @@ const (
 	nlaFNested   = 0x8000 // NLA_F_NESTED
 )
 
-// encoder appends an nfgenmsg and netlink attributes to a reusable buffer.
-// Attribute headers are native endian; ctnetlink values are big endian.
+// encoder builds one netlink message in a reusable buffer: a struct
+// nlmsghdr, a struct nfgenmsg and attributes. Headers are native endian;
+// ctnetlink values are big endian.
 type encoder struct {
 	b []byte
 }
 
-// reset starts a new message body for family.
+// reset starts a new message for family, leaving room for the nlmsghdr.
 func (e *encoder) reset(family uint8) {
-	e.b = append(e.b[:0], family, nfnetlinkV0, 0, 0) // struct nfgenmsg, res_id 0
+	e.b = append(e.b[:0], make([]byte, unix.NLMSG_HDRLEN)...)
+	e.b = append(e.b, family, nfnetlinkV0, 0, 0) // struct nfgenmsg, res_id 0
+}
+
+// body returns the nfgenmsg and attributes.
+func (e *encoder) body() []byte { return e.b[unix.NLMSG_HDRLEN:] }
+
+// finish fills in the nlmsghdr and returns the whole message. The kernel
+// fills in the port ID.
+func (e *encoder) finish(typ, flags uint16, seq uint32) []byte {
+	binary.NativeEndian.PutUint32(e.b[0:], uint32(len(e.b)))
+	binary.NativeEndian.PutUint16(e.b[4:], typ)
+	binary.NativeEndian.PutUint16(e.b[6:], flags)
+	binary.NativeEndian.PutUint32(e.b[8:], seq)
+	binary.NativeEndian.PutUint32(e.b[12:], 0)
+	return e.b
 }
 
 // attr appends an attribute header and n zeroed, padded data bytes and

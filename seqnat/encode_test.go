@@ -129,11 +129,11 @@ func checkGolden(t *testing.T, f Flow, want []byte) {
 	}
 	var e encoder
 	e.create(&f, fam)
-	if !bytes.Equal(e.b, want) {
-		t.Fatalf("encoding differs\n got %x\nwant %x", e.b, want)
+	if !bytes.Equal(e.body(), want) {
+		t.Fatalf("encoding differs\n got %x\nwant %x", e.body(), want)
 	}
 	// The decoder reads the same attributes back.
-	got, err := decodeEntry(e.b)
+	got, err := decodeEntry(e.body())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,11 +202,11 @@ func TestDecodeEventsTypes(t *testing.T) {
 	var e encoder
 	e.create(&f, unix.AF_INET)
 	msg := func(msgType uint8, flags uint16) []byte {
-		b := binary.NativeEndian.AppendUint32(nil, uint32(16+len(e.b)))
+		b := binary.NativeEndian.AppendUint32(nil, uint32(16+len(e.body())))
 		b = binary.NativeEndian.AppendUint16(b, nfnlSubsysCTNetlink<<8|uint16(msgType))
 		b = binary.NativeEndian.AppendUint16(b, flags)
 		b = append(b, make([]byte, 8)...) // seq, pid
-		return append(b, e.b...)
+		return append(b, e.body()...)
 	}
 	dgram := cat(
 		msg(ctMsgNew, unix.NLM_F_CREATE|unix.NLM_F_EXCL),

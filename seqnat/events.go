@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"syscall"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,9 +56,7 @@ const eventBufSize = 4 << 20
 // was opened in. It starts no goroutine: the owner calls Receive in a loop
 // and Close when done. Receive is not safe for concurrent use.
 type Events struct {
-	nl  *netlink.Conn
-	rc  syscall.RawConn
-	buf []byte
+	sock *rawSock
 }
 
 // ListenDestroy subscribes to destroy events.
@@ -73,25 +68,25 @@ func Listen(groups ...Group) (*Events, error) {
 	if len(groups) == 0 {
 		return nil, errors.New("seqnat: listen: no groups")
 	}
-	nl, rc, err := dialNetfilter()
+	s, err := dialRaw()
 	if err != nil {
 		return nil, fmt.Errorf("seqnat: listen: %w", err)
 	}
 	// Best effort: a larger buffer makes ENOBUFS rarer; the kernel caps it
 	// at net.core.rmem_max.
-	_ = nl.SetReadBuffer(eventBufSize)
+	_ = s.nl.SetReadBuffer(eventBufSize)
 	for _, g := range groups {
-		if err := nl.JoinGroup(uint32(g)); err != nil {
-			nl.Close()
+		if err := s.nl.JoinGroup(uint32(g)); err != nil {
+			s.close()
 			return nil, fmt.Errorf("seqnat: listen: join group %d: %w", g, err)
 		}
 	}
-	return &Events{nl: nl, rc: rc, buf: make([]byte, recvBufSize)}, nil
+	return &Events{sock: s}, nil
 }
 
 // Close ends the subscription.
 func (ev *Events) Close() error {
-	if err := ev.nl.Close(); err != nil {
+	if err := ev.sock.close(); err != nil {
 		return fmt.Errorf("seqnat: events: close: %w", err)
 	}
 	return nil
@@ -106,7 +101,7 @@ func (ev *Events) Receive(ctx context.Context) ([]Event, error) {
 	stop := context.AfterFunc(ctx, func() {
 		// Wake the blocked read. A late call is harmless: Receive sets a
 		// fresh deadline before every read.
-		_ = ev.nl.SetReadDeadline(time.Unix(1, 0))
+		_ = ev.sock.nl.SetReadDeadline(time.Unix(1, 0))
 	})
 	defer stop()
 	for {
@@ -114,17 +109,14 @@ func (ev *Events) Receive(ctx context.Context) ([]Event, error) {
 			return nil, err
 		}
 		deadline, _ := ctx.Deadline() // zero = none
-		if err := ev.nl.SetReadDeadline(deadline); err != nil {
-			return nil, fmt.Errorf("seqnat: events: %w", err)
-		}
-		n, err := recvDatagram(ev.rc, ev.buf)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		dgram, err := ev.sock.read(deadline)
+		if isTimeout(err) {
 			continue // ctx ended, or a stale wake-up: the loop head decides
 		}
 		if err != nil {
 			return nil, fmt.Errorf("seqnat: events: %w", err)
 		}
-		evs, err := decodeEvents(ev.buf[:n])
+		evs, err := decodeEvents(dgram)
 		if err != nil {
 			return nil, fmt.Errorf("seqnat: events: %w", err)
 		}

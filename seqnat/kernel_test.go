@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -318,5 +322,48 @@ func TestKernelCreateWithoutNAT(t *testing.T) {
 	}
 	if e.Status&(StatusSrcNAT|StatusDstNAT|StatusSeqAdjust) != 0 {
 		t.Errorf("status %#x has NAT/seqadj bits", e.Status)
+	}
+}
+
+// BenchmarkKernelCreate measures one Create (TCP, DNAT+SNAT+seqadj); the
+// Delete that makes room for the next one is not timed.
+func BenchmarkKernelCreate(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("not root")
+	}
+	name := "falg-seqnat-bench-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	cmd := exec.Command("ip", "netns", "exec", name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(natRuleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("nft: %v: %s", err, out)
+	}
+	var c *Conn
+	if err := inNS(name, func() (err error) { c, err = Dial(); return err }); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ap := netip.MustParseAddrPort
+	orig, reply := Handshake{ClientISN: 1, RouterISN: 2, BackendSYNISN: 3, BackendISN: 4}.SeqAdj()
+	f := Flow{
+		Proto:  unix.IPPROTO_TCP,
+		Orig:   Tuple{Src: ap("10.1.0.2:40000"), Dst: ap("10.9.9.9:443")},
+		NATDst: ap("10.2.0.2:443"), NATSrc: ap("10.2.0.1:50000"),
+		Mark: 1, TCP: &TCPInfo{WScaleOrig: 7, WScaleReply: 7},
+		SeqAdjOrig: &orig, SeqAdjReply: &reply,
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Create(f); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := c.Delete(f.Proto, f.Orig); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 	}
 }
