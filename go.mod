@@ -9,6 +9,7 @@ require (
 	github.com/mdlayher/netlink v1.11.2
 	github.com/spf13/cobra v1.10.1
 	github.com/spf13/viper v1.21.0
+	github.com/vishvananda/netns v0.0.4
 	golang.org/x/net v0.53.0
 	golang.org/x/sys v0.43.0
 )
