@@ -38,11 +38,26 @@ func newRunCmd(g *globals) *cobra.Command {
 	}
 }
 
+// unsupported refuses configurations that check accepts but this falg
+// cannot serve yet, naming the field, rather than serving them wrongly.
 func unsupported(c *config.Config) error {
 	var ps config.Problems
 	for i, s := range c.Services {
+		at := func(field, msg string) {
+			ps = append(ps, config.Problem{Path: fmt.Sprintf("services[%d].%s", i, field), Msg: msg})
+		}
 		if s.Dataplane == "relay" {
-			ps = append(ps, config.Problem{Path: fmt.Sprintf("services[%d].dataplane", i), Msg: "relay is not implemented yet"})
+			at("dataplane", "relay is not implemented yet")
+		}
+		switch s.Protocol {
+		case config.Proxy, config.UDP, config.DNS:
+			at("protocol", string(s.Protocol)+" is not implemented yet")
+		}
+		if s.ProxyProtocol != "off" {
+			at("proxy_protocol", "sending PROXY headers is not implemented yet")
+		}
+		if len(s.AcceptProxy) > 0 {
+			at("accept_proxy", "accepting PROXY headers is not implemented yet")
 		}
 	}
 	if len(ps) > 0 {
@@ -57,15 +72,27 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	if err := unsupported(c); err != nil {
 		return err
 	}
-	stats := &nfq.Stats{}
+	stats, es := &nfq.Stats{}, &nfq.EngineStats{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		serveJSON(w, map[string]uint64{
-			"queued":   stats.Queued.Load(),
-			"accepted": stats.Accepted.Load(),
-			"dropped":  stats.Dropped.Load(),
-			"overruns": stats.Overruns.Load(),
-			"errors":   stats.Errors.Load(),
+		serveJSON(w, map[string]int64{
+			"queued":       int64(stats.Queued.Load()),
+			"accepted":     int64(stats.Accepted.Load()),
+			"dropped":      int64(stats.Dropped.Load()),
+			"overruns":     int64(stats.Overruns.Load()),
+			"errors":       int64(stats.Errors.Load()),
+			"flows":        int64(es.Flows.Load()),
+			"spliced":      int64(es.Spliced.Load()),
+			"rejected":     int64(es.Rejected.Load()),
+			"malformed":    int64(es.Malformed.Load()),
+			"silent":       int64(es.Silent.Load()),
+			"backend_fail": int64(es.BackendFail.Load()),
+			"failed":       int64(es.Failed.Load()),
+			"pending_full": int64(es.PendingFull.Load()),
+			"unknown":      int64(es.Unknown.Load()),
+			"undecodable":  int64(es.Undecodable.Load()),
+			"handover_err": int64(es.HandoverErr.Load()),
+			"pending":      es.Pending.Load(),
 		})
 	})
 	admin, err := listenAdmin(c.Admin, mux, log)
@@ -101,10 +128,19 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	}
 	defer inj.Close()
 
-	// The handshake engine is not here yet: log and drop what is queued.
+	eng, err := nfq.NewEngine(nfq.EngineConfig{Config: c, Injector: inj, NFT: nc, Log: log, Stats: es})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	mux.HandleFunc("GET /records", func(w http.ResponseWriter, _ *http.Request) {
+		serveJSON(w, eng.Records().All())
+	})
 	h := nfq.HandlerFunc(func(q *nfq.Queue, p *nfq.Packet) {
-		log.Debug("queued", "queue", p.Queue, "id", p.ID, "len", len(p.Data))
-		q.Verdict(p.ID, nfq.Drop)
+		if log.Enabled(ctx, slog.LevelDebug) {
+			log.Debug("queued", "queue", p.Queue, "id", p.ID, "len", len(p.Data))
+		}
+		eng.Packet(q, p)
 	})
 	return nfq.Run(ctx, nfq.Config{
 		First: c.Queue, Count: c.Workers, FailOpen: c.FailOpen,

@@ -1,0 +1,265 @@
+package nfq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"falg/config"
+	"falg/nft"
+	"falg/protocol"
+	"falg/route"
+)
+
+// decide routes the flow by the name its parser found.
+func (f *flow) decide() {
+	f.decided = true
+	f.disarm()
+	m, ok := f.svc.routes.Lookup(f.name)
+	if !ok {
+		f.e.stats.Rejected.Add(1)
+		f.logOutcome("rejected", route.Default, "", nil)
+		f.fail(protocol.NotAllowed, "no route")
+		return
+	}
+	f.route, f.pattern = m.Route, m.Pattern
+	f.tries = f.svc.routes.Order(m, f.client.Addr(), f.tries[:0])
+	f.try = 0
+	f.connectNext(protocol.Unreachable)
+}
+
+// connectNext tries the route's next backend; when none is left the client
+// gets the outcome of the last attempt.
+func (f *flow) connectNext(last protocol.Outcome) {
+	for f.try < len(f.tries) {
+		b := f.tries[f.try]
+		f.try++
+		addr := b.Addr
+		if b.Requested {
+			ap, err := netip.ParseAddrPort(f.name)
+			if err != nil {
+				f.resolve()
+				return
+			}
+			addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		if err := f.connect(addr); err != nil {
+			f.e.stats.BackendFail.Add(1)
+			f.e.log.Debug("nfq: backend skipped", "backend", addr, "err", err)
+			continue
+		}
+		return
+	}
+	f.e.stats.Failed.Add(1)
+	f.logOutcome("failed", f.route, f.pattern, nil)
+	f.fail(last, "no backend")
+}
+
+// resolve looks up the host a client requested by name, off the packet
+// path, and goes on with the addresses it finds.
+func (f *flow) resolve() {
+	host, port, err := net.SplitHostPort(f.name)
+	if err != nil {
+		f.connectNext(protocol.BadRequest)
+		return
+	}
+	f.disarm()
+	gen := f.gen
+	timeout := f.svc.cfg.Timeouts.Connect
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.gen != gen || f.state == closed || f.state == spliced {
+			return
+		}
+		if err != nil || len(addrs) == 0 {
+			f.e.log.Debug("nfq: resolve", "name", host, "err", err)
+			f.connectNext(protocol.Unreachable)
+			return
+		}
+		p, _ := netip.ParseAddrPort("0.0.0.0:" + port)
+		// Try the resolved addresses in place of the requested entry.
+		rest := append([]config.Backend(nil), f.tries[f.try:]...)
+		f.tries = f.tries[:f.try]
+		for _, a := range addrs {
+			f.tries = append(f.tries, config.Backend{Addr: netip.AddrPortFrom(a.Unmap(), p.Port())})
+		}
+		f.tries = append(f.tries, rest...)
+		f.connectNext(protocol.Unreachable)
+	}()
+}
+
+var errFamily = errors.New("backend address family differs from the client's")
+
+// connect sends the backend a SYN that continues the client's sequence
+// space: with falg's ISN set to cISN+consume-injected the original
+// direction needs no sequence offset.
+func (f *flow) connect(backend netip.AddrPort) error {
+	if backend.Addr().Is4() != f.client.Addr().Is4() {
+		return errFamily
+	}
+	f.dropBackend()
+	f.backend = backend
+	f.bsrc = f.client
+	if f.svc.cfg.Source == config.SourceRouter {
+		r, err := f.e.reservePort(backend)
+		if err != nil {
+			return err
+		}
+		f.reserve = r
+		f.bsrc = r.addr
+	}
+	f.bTuple = tuple{backend, f.bsrc}
+	if !f.e.flows.add(f.bTuple, f) {
+		f.bTuple = tuple{}
+		return fmt.Errorf("tuple %v > %v is in use", backend, f.bsrc)
+	}
+	if !f.e.backends[backend] {
+		// Not in the static backend set: the SYN-ACK must be queued by
+		// the pending set.
+		if err := nft.AddPending(f.e.nft, nft.Tuple{Src: backend, Dst: f.bsrc}); err != nil {
+			return err
+		}
+		f.addedPend = true
+	}
+	f.bISN = f.cISN + uint32(f.consume)
+	f.state = connecting
+	f.synSent = time.Now()
+	f.sendSyn()
+	f.arm(min(synRetry, f.svc.cfg.Timeouts.Connect), f.synTimer)
+	return nil
+}
+
+func (f *flow) sendSyn() {
+	f.send(&out{
+		src: f.bsrc, dst: f.backend, seq: f.bISN, flags: flagSYN, window: f.cWin,
+		opts: tcpOptions{mss: f.cOpts.mss, wscale: f.cOpts.wscale, sackPerm: f.cOpts.sackPerm},
+	})
+}
+
+// synTimer resends the SYN, or gives up on the backend after the connect
+// timeout.
+func (f *flow) synTimer() {
+	left := f.svc.cfg.Timeouts.Connect - time.Since(f.synSent)
+	if left > 0 {
+		f.sendSyn()
+		f.arm(min(synRetry, left), f.synTimer)
+		return
+	}
+	f.e.stats.BackendFail.Add(1)
+	f.e.log.Info("nfq: backend timed out", "backend", f.backend, "client", f.client)
+	f.dropBackend()
+	f.connectNext(protocol.Timeout)
+}
+
+// dropBackend forgets the current backend attempt.
+func (f *flow) dropBackend() {
+	if f.bTuple.src.IsValid() {
+		f.e.flows.del(f.bTuple, f)
+		if f.addedPend {
+			f.e.unpend(f.bTuple)
+			f.addedPend = false
+		}
+		f.bTuple = tuple{}
+	}
+	f.reserve.Close()
+	f.reserve = nil
+}
+
+// resetBackend tells a backend that answered that falg is gone.
+func (f *flow) resetBackend() {
+	if f.bTuple.src.IsValid() {
+		f.send(&out{src: f.bsrc, dst: f.backend, seq: f.bISN + 1, flags: flagRST, opts: tcpOptions{wscale: -1}})
+	}
+	f.dropBackend()
+}
+
+func (f *flow) backendPacket(q *Queue, p *Packet, s *segment) {
+	q.Verdict(p.ID, Drop)
+	if f.state != connecting || s.src != f.backend {
+		return
+	}
+	switch {
+	case s.flags&flagRST != 0:
+		f.e.stats.BackendFail.Add(1)
+		f.e.log.Debug("nfq: backend refused", "backend", f.backend, "client", f.client)
+		f.dropBackend()
+		f.connectNext(protocol.Refused)
+	case s.flags&(flagSYN|flagACK) == flagSYN|flagACK && s.ack == f.bISN+1:
+		f.handover(s)
+	}
+}
+
+// portReservation holds a router port for a SNAT flow: a bound socket, so
+// that no other program or flow takes the port while the flow lives.
+type portReservation struct {
+	fd   int
+	addr netip.AddrPort
+}
+
+// Close releases the port. It is safe on nil.
+func (r *portReservation) Close() {
+	if r != nil && r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+// reservePort binds a TCP socket to a free port of the router address the
+// kernel would use toward backend.
+func (e *Engine) reservePort(backend netip.AddrPort) (*portReservation, error) {
+	local, err := e.localAddr(backend.Addr())
+	if err != nil {
+		return nil, err
+	}
+	family := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: local.As4()}
+	if local.Is6() {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Addr: local.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("nfq: reserve port: %w", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("nfq: reserve port on %s: %w", local, err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("nfq: reserve port: %w", err)
+	}
+	var port int
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		port = a.Port
+	case *unix.SockaddrInet6:
+		port = a.Port
+	}
+	return &portReservation{fd: fd, addr: netip.AddrPortFrom(local, uint16(port))}, nil
+}
+
+// localAddr is the source address the kernel picks toward dst.
+func (e *Engine) localAddr(dst netip.Addr) (netip.Addr, error) {
+	if v, ok := e.locals.Load(dst); ok {
+		return v.(netip.Addr), nil
+	}
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("nfq: no route to %s: %w", dst, err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	e.locals.Store(dst, local)
+	return local, nil
+}

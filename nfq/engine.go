@@ -1,0 +1,261 @@
+package nfq
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/nftables"
+
+	"falg/config"
+	"falg/nft"
+	"falg/protocol"
+	"falg/route"
+	"falg/seqnat"
+)
+
+// EngineStats counts flow outcomes. Fields are atomic.
+type EngineStats struct {
+	Flows       atomic.Uint64 // SYNs that started a flow
+	Spliced     atomic.Uint64 // flows handed to the kernel
+	Rejected    atomic.Uint64 // no route: RST or error reply
+	Malformed   atomic.Uint64 // first bytes the parser refused
+	Silent      atomic.Uint64 // client sent no data within first_data
+	BackendFail atomic.Uint64 // backend attempts refused or timed out
+	Failed      atomic.Uint64 // flows no backend took
+	PendingFull atomic.Uint64 // SYNs refused: too many flows in setup
+	Unknown     atomic.Uint64 // queued packets of no flow falg sets up: accepted
+	Undecodable atomic.Uint64 // queued packets that did not parse
+	HandoverErr atomic.Uint64 // conntrack creates that failed
+	Pending     atomic.Int64  // flows in setup now
+}
+
+// EngineConfig is what an Engine needs besides the config.
+type EngineConfig struct {
+	Config   *config.Config
+	Injector *Injector
+	NFT      *nftables.Conn // pending-set updates
+	Log      *slog.Logger
+	Stats    *EngineStats
+	// MaxPending caps the flows in setup; 0 means nft.DefaultPendingSize.
+	MaxPending int
+}
+
+// Engine is the handshake engine: it answers clients' SYNs itself, reads
+// their first bytes, picks a backend, opens the connection to it and hands
+// the pair to the kernel as one conntrack entry with NAT and seqadj.
+type Engine struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	stats    *EngineStats
+	inj      *Injector
+	ct       *seqnat.Conn
+	nft      *nftables.Conn
+	services []*service
+	byListen map[config.Listen]*service
+	flows    *table
+	max      int64
+	dels     chan nft.Tuple
+	wscale   sync.Map // netip.AddrPort -> int8: each backend's last window shift
+	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
+	backends map[netip.AddrPort]bool
+	records  *Records
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type service struct {
+	cfg    *config.Service
+	index  int
+	routes *route.Table
+	pool   sync.Pool // protocol.Parser
+	popts  protocol.Options
+}
+
+func (s *service) parser() (protocol.Parser, error) {
+	if p, ok := s.pool.Get().(protocol.Parser); ok {
+		return p, nil
+	}
+	return protocol.New(string(s.cfg.Protocol), s.popts)
+}
+
+func (s *service) release(p protocol.Parser) {
+	if p != nil {
+		p.Reset()
+		s.pool.Put(p)
+	}
+}
+
+// parserName is the protocol package's name for what a service parses.
+func parserName(p config.Protocol) string { return string(p) }
+
+// NewEngine prepares an engine for c. Close releases it.
+func NewEngine(ec EngineConfig) (*Engine, error) {
+	c := ec.Config
+	ct, err := seqnat.Dial()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:      c,
+		log:      ec.Log,
+		stats:    ec.Stats,
+		inj:      ec.Injector,
+		ct:       ct,
+		nft:      ec.NFT,
+		byListen: map[config.Listen]*service{},
+		flows:    newTable(),
+		max:      int64(ec.MaxPending),
+		dels:     make(chan nft.Tuple, 4096),
+		backends: map[netip.AddrPort]bool{},
+		records:  newRecords(),
+	}
+	if e.max == 0 {
+		e.max = nft.DefaultPendingSize
+	}
+	for i := range c.Services {
+		sc := &c.Services[i]
+		if !sc.Protocol.TCP() {
+			continue
+		}
+		rt, err := route.New(sc)
+		if err != nil {
+			ct.Close()
+			return nil, err
+		}
+		s := &service{cfg: sc, index: i, routes: rt}
+		if _, err := s.parser(); err != nil {
+			ct.Close()
+			return nil, fmt.Errorf("nfq: service %s: %w", sc.Name, err)
+		}
+		e.services = append(e.services, s)
+		for _, l := range sc.Listen {
+			e.byListen[l] = s
+		}
+		for _, r := range sc.Routes {
+			for _, b := range r.Backends {
+				e.backends[b.Addr] = !b.Requested
+			}
+		}
+		for _, b := range sc.Default {
+			e.backends[b.Addr] = true
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop = cancel
+	e.wg.Add(2)
+	go func() {
+		defer e.wg.Done()
+		e.deleteLoop(ctx)
+	}()
+	go func() {
+		defer e.wg.Done()
+		e.records.watch(ctx, e.ct, c.FlowMark(), e.log)
+	}()
+	return e, nil
+}
+
+// Close stops the engine's goroutines, aborts the flows still in setup and
+// closes its sockets.
+func (e *Engine) Close() error {
+	e.flows.each(func(f *flow) {
+		f.mu.Lock()
+		f.fail(protocol.Unreachable, "falg stopping")
+		f.mu.Unlock()
+	})
+	e.stop()
+	e.wg.Wait()
+	e.records.closeAll()
+	return e.ct.Close()
+}
+
+// Records are the spliced flows falg knows the names of.
+func (e *Engine) Records() *Records { return e.records }
+
+// lookupService finds the service listening on dst.
+func (e *Engine) lookupService(dst netip.AddrPort) *service {
+	if s := e.byListen[config.Listen{Addr: dst.Addr(), Port: dst.Port()}]; s != nil {
+		return s
+	}
+	return e.byListen[config.Listen{Port: dst.Port()}]
+}
+
+// Packet handles one queued packet. It implements Handler.
+func (e *Engine) Packet(q *Queue, p *Packet) {
+	var s segment
+	if err := parseSegment(p.Data, &s); err != nil {
+		e.stats.Undecodable.Add(1)
+		e.log.Debug("nfq: undecodable packet accepted", "queue", q.Num, "len", len(p.Data), "err", err)
+		q.Verdict(p.ID, Accept)
+		return
+	}
+	if s.proto != 6 {
+		// UDP services are not routed by the engine yet.
+		e.stats.Unknown.Add(1)
+		q.Verdict(p.ID, Drop)
+		return
+	}
+	if f := e.flows.get(tuple{s.src, s.dst}); f != nil {
+		f.mu.Lock()
+		f.packet(q, p, &s)
+		f.mu.Unlock()
+		return
+	}
+	if s.flags&(flagSYN|flagACK|flagRST|flagFIN) == flagSYN {
+		if svc := e.lookupService(s.dst); svc != nil {
+			e.newFlow(q, p, &s, svc)
+			return
+		}
+	}
+	// A packet of a flow already handed over whose pending entry is not
+	// deleted yet, or a backend's answer to nothing falg sent: the kernel
+	// knows better what to do with it.
+	e.stats.Unknown.Add(1)
+	q.Verdict(p.ID, Accept)
+}
+
+// deleteLoop removes handed-over flows from the pending sets in batches:
+// each nft transaction is a full commit, too dear to pay once per flow.
+func (e *Engine) deleteLoop(ctx context.Context) {
+	var batch []nft.Tuple
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := nft.DelPending(e.nft, batch...); err != nil {
+			e.log.Warn("nfq: delete pending flows", "n", len(batch), "err", err)
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			flush()
+			return
+		case t := <-e.dels:
+			batch = append(batch, t)
+			if len(batch) >= 256 {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
+}
+
+// unpend queues t for deletion from the pending sets.
+func (e *Engine) unpend(t tuple) {
+	select {
+	case e.dels <- nft.Tuple{Src: t.src, Dst: t.dst}:
+	default:
+		// The batcher is behind: the set entry times out by itself, and
+		// meanwhile the flow's packets are queued and accepted.
+		e.log.Warn("nfq: pending delete queue full", "tuple", t.src.String()+">"+t.dst.String())
+	}
+}

@@ -1,0 +1,413 @@
+package nfq
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"time"
+
+	"falg/config"
+	"falg/protocol"
+)
+
+type state uint8
+
+const (
+	collecting state = iota // SYN-ACK sent; reading the client's first bytes
+	connecting              // SYN sent to a backend
+	spliced                 // handed to the kernel: accept what still comes
+	closed                  // failed: drop what still comes
+)
+
+// maxHeld bounds the client packets a flow holds until hand-over; more are
+// dropped and the client sends them again to the backend.
+const maxHeld = 64
+
+// linger is how long a finished flow stays in the table, so that packets
+// queued before its pending entry was deleted still find it.
+const linger = 3 * time.Second
+
+// synRetry is the backend SYN retransmission interval.
+const synRetry = time.Second
+
+// held is a queued client packet whose verdict waits for the hand-over.
+type held struct {
+	q   *Queue
+	id  uint32
+	off int // stream offset of its first byte
+	n   int // payload length
+}
+
+// flow is one connection being set up. Every field is guarded by mu.
+type flow struct {
+	mu    sync.Mutex
+	e     *Engine
+	svc   *service
+	state state
+	start time.Time
+
+	client, asked netip.AddrPort // C:cp and V:vp
+	cISN, rISN    uint32
+	cOpts         tcpOptions
+	cWin          uint16
+	wsToClient    int8
+
+	stream []byte // client bytes in order, from cISN+1
+	ooo    []oooSeg
+	held   []held
+	parser protocol.Parser
+	name    string
+	alpn    string
+	decided bool
+	consume int
+	sentClient uint32 // bytes falg sent the client before the final reply
+
+	tries     []config.Backend
+	try       int
+	route     int    // index of the matching route, or route.Default
+	pattern   string // the pattern that matched
+	backend   netip.AddrPort // S:sp
+	bsrc      netip.AddrPort // C:cp, or R:rp with SNAT
+	reserve   *portReservation
+	bISN      uint32 // falg's SYN toward the backend
+	bTuple    tuple  // backend -> bsrc
+	addedPend bool   // bTuple was added to the pending set by falg
+	synSent   time.Time
+
+	timer *time.Timer
+	gen   uint32
+}
+
+type oooSeg struct {
+	off  int
+	data []byte
+}
+
+func randUint32() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// newFlow answers a client's SYN with falg's own SYN-ACK.
+func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
+	defer q.Verdict(p.ID, Drop)
+	if e.stats.Pending.Add(1) > e.max {
+		e.stats.Pending.Add(-1)
+		e.stats.PendingFull.Add(1)
+		e.log.Debug("nfq: too many flows in setup, SYN dropped", "client", s.src)
+		return
+	}
+	parser, err := svc.parser()
+	if err != nil {
+		e.stats.Pending.Add(-1)
+		e.log.Error("nfq: parser", "service", svc.cfg.Name, "err", err)
+		return
+	}
+	f := &flow{
+		e:      e,
+		svc:    svc,
+		start:  time.Now(),
+		client: s.src,
+		asked:  s.dst,
+		cISN:   s.seq,
+		rISN:   randUint32(),
+		cOpts:  s.opts,
+		cWin:   s.window,
+		parser: parser,
+	}
+	if !e.flows.add(tuple{s.src, s.dst}, f) {
+		// Another queue made this flow a moment ago.
+		e.stats.Pending.Add(-1)
+		svc.release(parser)
+		return
+	}
+	e.stats.Flows.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.wsToClient = -1
+	if s.opts.wscale >= 0 {
+		f.wsToClient = e.clientShift(svc)
+	}
+	f.sendSynAck()
+	f.arm(svc.cfg.Timeouts.FirstData, f.silent)
+}
+
+// clientShift is the window shift falg offers clients of svc: never more
+// than its backends use, because after the hand-over the client reads the
+// backend's window fields with this shift.
+func (e *Engine) clientShift(svc *service) int8 {
+	shift := int8(7)
+	for _, r := range svc.cfg.Routes {
+		for _, b := range r.Backends {
+			if v, ok := e.wscale.Load(b.Addr); ok {
+				shift = min(shift, v.(int8))
+			}
+		}
+	}
+	for _, b := range svc.cfg.Default {
+		if v, ok := e.wscale.Load(b.Addr); ok {
+			shift = min(shift, v.(int8))
+		}
+	}
+	return shift
+}
+
+func (f *flow) sendSynAck() {
+	mss := uint16(1460)
+	if f.client.Addr().Is6() {
+		mss = 1440
+	}
+	if f.cOpts.mss != 0 {
+		mss = min(mss, f.cOpts.mss)
+	}
+	f.send(&out{
+		src: f.asked, dst: f.client, seq: f.rISN, ack: f.cISN + 1,
+		flags: flagSYN | flagACK, window: f.clientWindow(),
+		opts: tcpOptions{mss: mss, wscale: f.wsToClient, sackPerm: f.cOpts.sackPerm},
+	})
+}
+
+// clientWindow is the window falg offers the client: about 64 KiB.
+func (f *flow) clientWindow() uint16 {
+	if f.wsToClient > 0 {
+		return uint16(65535 >> f.wsToClient)
+	}
+	return 65535
+}
+
+func (f *flow) send(o *out) {
+	if err := f.e.inj.sendTCP(o); err != nil {
+		f.e.log.Warn("nfq: send", "err", err)
+	}
+}
+
+// arm (re)starts the flow's timer; a timer that fired for an older arm
+// finds gen changed and does nothing.
+func (f *flow) arm(d time.Duration, fn func()) {
+	f.gen++
+	gen := f.gen
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+	f.timer = time.AfterFunc(d, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.gen == gen && f.state != spliced && f.state != closed {
+			fn()
+		}
+	})
+}
+
+func (f *flow) disarm() {
+	f.gen++
+	if f.timer != nil {
+		f.timer.Stop()
+	}
+}
+
+// packet handles a queued packet of the flow, from either side.
+func (f *flow) packet(q *Queue, p *Packet, s *segment) {
+	switch f.state {
+	case spliced:
+		q.Verdict(p.ID, Accept)
+		return
+	case closed:
+		q.Verdict(p.ID, Drop)
+		return
+	}
+	if s.src == f.client {
+		f.clientPacket(q, p, s)
+		return
+	}
+	f.backendPacket(q, p, s)
+}
+
+func (f *flow) clientPacket(q *Queue, p *Packet, s *segment) {
+	switch {
+	case s.flags&flagRST != 0:
+		q.Verdict(p.ID, Drop)
+		f.e.log.Debug("nfq: client reset during setup", "client", f.client)
+		f.abort()
+		return
+	case s.flags&flagSYN != 0:
+		// Our SYN-ACK was lost: send it again.
+		q.Verdict(p.ID, Drop)
+		if s.seq == f.cISN && f.state == collecting {
+			f.sendSynAck()
+		}
+		return
+	case len(s.payload) == 0:
+		// Pure ACKs (and the handshake's last one) stop here.
+		q.Verdict(p.ID, Drop)
+		if f.state == collecting && f.svc.cfg.Protocol == config.None && s.flags&flagFIN == 0 {
+			f.feed()
+		}
+		if s.flags&flagFIN != 0 {
+			f.e.log.Debug("nfq: client closed before routing", "client", f.client)
+			f.reset()
+		}
+		return
+	}
+	off := int(s.seq - (f.cISN + 1))
+	if off < 0 || off > protocol.MaxFirstBytes*4 {
+		q.Verdict(p.ID, Drop) // before the stream or absurdly far ahead
+		return
+	}
+	if len(f.held) >= maxHeld {
+		q.Verdict(p.ID, Drop)
+		return
+	}
+	f.held = append(f.held, held{q: q, id: p.ID, off: off, n: len(s.payload)})
+	grew := f.take(off, s.payload)
+	if grew && f.state == collecting {
+		f.feed()
+	}
+}
+
+// take adds bytes at stream offset off, and any out-of-order bytes they
+// make contiguous. It reports whether the contiguous stream grew.
+func (f *flow) take(off int, b []byte) bool {
+	limit := protocol.MaxFirstBytes
+	if off > len(f.stream) {
+		if off < limit && len(f.ooo) < 16 {
+			end := min(off+len(b), limit)
+			f.ooo = append(f.ooo, oooSeg{off, append([]byte(nil), b[:end-off]...)})
+		}
+		return false
+	}
+	grew := false
+	add := func(off int, b []byte) {
+		if end := off + len(b); end > len(f.stream) && len(f.stream) < limit {
+			b = b[len(f.stream)-off:]
+			b = b[:min(len(b), limit-len(f.stream))]
+			f.stream = append(f.stream, b...)
+			grew = true
+		}
+	}
+	add(off, b)
+	for progress := true; progress; {
+		progress = false
+		for i := 0; i < len(f.ooo); i++ {
+			if o := f.ooo[i]; o.off <= len(f.stream) {
+				add(o.off, o.data)
+				f.ooo = append(f.ooo[:i], f.ooo[i+1:]...)
+				progress = true
+				i--
+			}
+		}
+	}
+	return grew
+}
+
+// feed runs the parser over the stream and acts on what it decides.
+func (f *flow) feed() {
+	d := f.parser.Feed(f.stream)
+	switch d.Verdict {
+	case protocol.NeedMore:
+		if len(d.Reply) > 0 {
+			f.replyNow(d.Reply, uint32(len(f.stream)))
+		}
+		if len(f.stream) >= protocol.MaxFirstBytes {
+			f.e.stats.Malformed.Add(1)
+			f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
+				"outcome", "malformed", "err", "no decision within first bytes limit")
+			f.fail(protocol.BadRequest, "first bytes limit")
+		}
+	case protocol.Malformed:
+		f.e.stats.Malformed.Add(1)
+		f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
+			"outcome", "malformed", "err", d.Err)
+		if len(d.Reply) > 0 {
+			f.replyNow(d.Reply, uint32(len(f.stream)))
+			f.finish()
+			return
+		}
+		f.fail(protocol.BadRequest, "malformed")
+	case protocol.Decided:
+		f.name, f.alpn, f.consume = d.Name, d.ALPN, d.Consume
+		f.decide()
+	}
+}
+
+// replyNow sends the client bytes falg answers before the route is known,
+// acknowledging the first acked bytes of its stream, which falg consumes.
+func (f *flow) replyNow(b []byte, acked uint32) {
+	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + acked,
+		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: b})
+	f.sentClient += uint32(len(b))
+}
+
+// silent ends a flow whose client sent nothing routable in time.
+func (f *flow) silent() {
+	f.e.stats.Silent.Add(1)
+	f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
+		"outcome", "no-data", "after", time.Since(f.start).Round(time.Millisecond))
+	f.fail(protocol.Timeout, "first data timeout")
+}
+
+// fail ends the flow: the client gets the protocol's error reply and a FIN,
+// or a RST where the protocol has no reply.
+func (f *flow) fail(o protocol.Outcome, why string) {
+	if f.state == spliced || f.state == closed {
+		return
+	}
+	if f.parser != nil && (f.decided || o == protocol.BadRequest) {
+		if reply := f.parser.Reply(o); len(reply) > 0 {
+			f.replyNow(reply, uint32(len(f.stream)))
+			f.finish()
+			return
+		}
+	}
+	f.e.log.Debug("nfq: reset client", "client", f.client, "why", why)
+	f.reset()
+}
+
+// reset sends the client a RST and ends the flow.
+func (f *flow) reset() {
+	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
+		flags: flagRST | flagACK, opts: tcpOptions{wscale: -1}})
+	f.abort()
+}
+
+// finish sends the client a FIN after a final error reply, and ends the flow.
+func (f *flow) finish() {
+	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
+		flags: flagFIN | flagACK, window: f.clientWindow(), opts: tcpOptions{wscale: -1}})
+	f.abort()
+}
+
+// abort drops everything the flow holds and forgets it.
+func (f *flow) abort() {
+	if f.state == connecting {
+		f.resetBackend()
+	}
+	for _, h := range f.held {
+		h.q.Verdict(h.id, Drop)
+	}
+	f.held = nil
+	f.state = closed
+	f.release()
+}
+
+// release frees the flow's resources; the flow lingers in the table so
+// that late packets find it, then leaves it.
+func (f *flow) release() {
+	f.disarm()
+	f.e.stats.Pending.Add(-1)
+	f.svc.release(f.parser)
+	f.parser = nil
+	f.stream, f.ooo = nil, nil
+	e, ct, bt := f.e, tuple{f.client, f.asked}, f.bTuple
+	e.unpend(ct)
+	if f.addedPend {
+		e.unpend(bt)
+	}
+	time.AfterFunc(linger, func() {
+		e.flows.del(ct, f)
+		if bt.src.IsValid() {
+			e.flows.del(bt, f)
+		}
+	})
+}
