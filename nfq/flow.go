@@ -53,20 +53,20 @@ type flow struct {
 	cWin          uint16
 	wsToClient    int8
 
-	stream []byte // client bytes in order, from cISN+1
-	ooo    []oooSeg
-	held   []held
-	parser protocol.Parser
-	name    string
-	alpn    string
-	decided bool
-	consume int
+	stream     []byte // client bytes in order, from cISN+1
+	ooo        []oooSeg
+	held       []held
+	parser     protocol.Parser
+	name       string
+	alpn       string
+	decided    bool
+	consume    int
 	sentClient uint32 // bytes falg sent the client before the final reply
 
 	tries     []config.Backend
 	try       int
-	route     int    // index of the matching route, or route.Default
-	pattern   string // the pattern that matched
+	route     int            // index of the matching route, or route.Default
+	pattern   string         // the pattern that matched
 	backend   netip.AddrPort // S:sp
 	bsrc      netip.AddrPort // C:cp, or R:rp with SNAT
 	reserve   *portReservation
