@@ -206,6 +206,13 @@ func (r *Ruleset) exprs(ru rule, sets map[string]*nftables.Set, kind QueueKind) 
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{want}},
 		)
 	}
+	if ru.rst {
+		e = append(e,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{tcpRST}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{tcpRST}},
+		)
+	}
 	if ru.addSet != "" {
 		e = append(e, loadTuple(v6)...)
 		e = append(e, &expr.Dynset{SrcRegKey: 1, SetName: ru.addSet, SetID: sets[ru.addSet].ID, Operation: uint32(unix.NFT_DYNSET_OP_ADD)})

@@ -38,6 +38,7 @@ func TestRulesetText(t *testing.T) {
 		"ip daddr 10.0.0.1 udp dport 53 counter queue num 0-1",
 		"ip saddr . tcp sport . ip daddr . tcp dport @pending4 counter queue num 0-1",
 		"ip saddr . tcp sport @backends4 tcp flags syn,ack / fin,syn,rst,ack counter queue num 0-1",
+		"ip6 saddr . tcp sport @backends6 tcp flags & rst == rst counter queue num 0-1",
 		"meta mark & 0x00100000 == 0x00100000 notrack",
 		"ct mark & 0x00200000 == 0x00200000 counter",
 		"type nat hook postrouting priority srcnat; policy accept;",

@@ -132,6 +132,7 @@ type rule struct {
 	dport    uint16     // 0: no match
 	synOnly  bool       // tcp flags syn / fin,syn,rst,ack
 	synAck   bool       // tcp flags syn,ack / fin,syn,rst,ack
+	rst      bool       // tcp flags & rst == rst
 	addSet   string     // add the 4-tuple to this pending set
 	inSet    string     // match the 4-tuple against this pending set
 	srcInSet string     // match saddr . sport against this backend set
@@ -178,11 +179,16 @@ func (r *Ruleset) preroutingRules() []rule {
 	for _, f := range []byte{nfproto4, nfproto6} {
 		rules = append(rules, rule{family: f, proto: TCP, inSet: pendingSet(f), queue: true})
 	}
-	if r.hasBackends(nfproto4) {
-		rules = append(rules, rule{family: nfproto4, proto: TCP, srcInSet: SetBackends4, synAck: true, queue: true})
-	}
-	if r.hasBackends(nfproto6) {
-		rules = append(rules, rule{family: nfproto6, proto: TCP, srcInSet: SetBackends6, synAck: true, queue: true})
+	// Backends answer falg's SYNs with a SYN-ACK, or refuse with a RST.
+	for _, b := range []struct {
+		family byte
+		set    string
+	}{{nfproto4, SetBackends4}, {nfproto6, SetBackends6}} {
+		if r.hasBackends(b.family) {
+			rules = append(rules,
+				rule{family: b.family, proto: TCP, srcInSet: b.set, synAck: true, queue: true},
+				rule{family: b.family, proto: TCP, srcInSet: b.set, rst: true, queue: true})
+		}
 	}
 	return rules
 }
@@ -296,6 +302,9 @@ func (r *Ruleset) text(ru rule) string {
 	}
 	if ru.synAck {
 		parts = append(parts, "tcp flags syn,ack / fin,syn,rst,ack")
+	}
+	if ru.rst {
+		parts = append(parts, "tcp flags & rst == rst")
 	}
 	if ru.addSet != "" {
 		parts = append(parts, fmt.Sprintf("add @%s { %s }", ru.addSet, tuple))
