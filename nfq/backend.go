@@ -2,7 +2,6 @@ package nfq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -47,6 +46,9 @@ func (f *flow) connectNext(last protocol.Outcome) {
 				return
 			}
 			addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		if addr.Addr().Is4() != f.client.Addr().Is4() {
+			continue // no NAT between families: the route's other backends serve
 		}
 		if err := f.connect(addr); err != nil {
 			f.e.stats.BackendFail.Add(1)
@@ -97,15 +99,10 @@ func (f *flow) resolve() {
 	}()
 }
 
-var errFamily = errors.New("backend address family differs from the client's")
-
 // connect sends the backend a SYN that continues the client's sequence
 // space: with falg's ISN set to cISN+consume-injected the original
 // direction needs no sequence offset.
 func (f *flow) connect(backend netip.AddrPort) error {
-	if backend.Addr().Is4() != f.client.Addr().Is4() {
-		return errFamily
-	}
 	f.dropBackend()
 	f.backend = backend
 	f.bsrc = f.client
