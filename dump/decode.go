@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -132,7 +133,7 @@ func decodeL4(b []byte, n int, l *Line) error {
 		return decodeUDP(b, n, l)
 	case ProtoICMP, ProtoICMPv6:
 		if len(b) < 4 {
-			return fmt.Errorf("%s: header truncated: have %d of 4 bytes", protoName(l), len(b))
+			return fmt.Errorf("%s: header truncated: have %d of 4 bytes", strings.ToLower(protoName(l)), len(b))
 		}
 		l.ICMPType, l.ICMPCode = b[0], b[1]
 		l.Len = n
@@ -203,7 +204,7 @@ func decodeUDP(b []byte, n int, l *Line) error {
 	if size < 8 {
 		return fmt.Errorf("udp: length %d below 8", size)
 	}
-	if size > n {
+	if size > n && !l.MoreFrags { // a first fragment carries the length of the whole datagram
 		return fmt.Errorf("udp: length %d exceeds IP payload length %d", size, n)
 	}
 	l.Len = size - 8

@@ -246,7 +246,8 @@ func (o TCPOption) AppendText(b []byte) []byte {
 }
 
 // appendLayers appends every layer gopacket decodes from data, one per
-// line; gopacket recovers from its own decoder panics into an error layer.
+// line; gopacket recovers from its own decoder panics into a DecodeFailure
+// layer, which is printed like the others.
 func appendLayers(b []byte, data []byte) []byte {
 	first := layers.LayerTypeIPv4
 	if len(data) > 0 && data[0]>>4 == 6 {
@@ -256,11 +257,6 @@ func appendLayers(b []byte, data []byte) []byte {
 	for _, layer := range p.Layers() {
 		b = append(b, "    "...)
 		b = append(b, gopacket.LayerString(layer)...)
-		b = append(b, '\n')
-	}
-	if e := p.ErrorLayer(); e != nil && e.Error() != nil {
-		b = append(b, "    error: "...)
-		b = append(b, e.Error().Error()...)
 		b = append(b, '\n')
 	}
 	return b
