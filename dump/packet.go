@@ -7,7 +7,8 @@ import (
 
 // Packet is one packet as falg sees it: an IP packet without link layer.
 type Packet struct {
-	// Time is when the packet was captured or logged.
+	// Time is when the packet was captured; for live packets, when the
+	// log message was read.
 	Time time.Time
 	// Data starts at the IPv4 or IPv6 header. It is nil when Err is set.
 	Data []byte
