@@ -1,0 +1,263 @@
+package dump
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// Format writes l as one line:
+//
+//	TIME PROTO SRC > DST [fields] [hook=HOOK] [| name=N decision=D note=T]
+//
+// TIME is 15:04:05.000000 in l.Time's location. PROTO is TCP, UDP, ICMP,
+// ICMP6, or IP for other protocols. TCP lines carry [flags] (tcpdump
+// letters, "." for ACK), seq=, ack= (when ACK is set), win=, len= and
+// <options>; UDP lines len=; ICMP lines type=, code=, len=. A decode error
+// gives "TIME ERR [PROTO SRC > DST:] message". With verbose, every layer
+// gopacket decodes from l.Data follows on its own line, indented by four
+// spaces. Format returns the error of w.Write.
+func (l *Line) Format(w io.Writer, verbose bool) error {
+	b := l.AppendText(make([]byte, 0, 160))
+	b = append(b, '\n')
+	if verbose && l.Data != nil {
+		b = appendLayers(b, l.Data)
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// String returns the line Format writes without verbose, less the newline.
+func (l *Line) String() string {
+	return string(l.AppendText(nil))
+}
+
+// AppendText appends the line Format writes without verbose, less the
+// newline, to b.
+func (l *Line) AppendText(b []byte) []byte {
+	b = l.Time.AppendFormat(b, "15:04:05.000000")
+	if l.Err != nil {
+		b = append(b, " ERR"...)
+		if l.Version != 0 {
+			b = append(b, ' ')
+			b = append(b, protoName(l)...)
+			b = append(b, ' ')
+			b = l.Src.AppendTo(b)
+			b = append(b, " > "...)
+			b = l.Dst.AppendTo(b)
+			b = append(b, ':')
+		}
+		b = append(b, ' ')
+		b = append(b, l.Err.Error()...)
+		return l.appendTrailer(b)
+	}
+	b = append(b, ' ')
+	b = append(b, protoName(l)...)
+	b = append(b, ' ')
+	ports := l.FragOff == 0 && (l.Proto == ProtoTCP || l.Proto == ProtoUDP)
+	b = appendAddr(b, l, false, ports)
+	b = append(b, " > "...)
+	b = appendAddr(b, l, true, ports)
+	if l.FragOff != 0 || l.MoreFrags {
+		b = append(b, " frag="...)
+		b = strconv.AppendInt(b, int64(l.FragOff), 10)
+		if l.MoreFrags {
+			b = append(b, '+')
+		}
+	}
+	switch {
+	case l.FragOff != 0:
+		if !isKnown(l.Proto) {
+			b = appendUint(b, " proto=", uint64(l.Proto))
+		}
+		b = appendUint(b, " len=", uint64(l.Len))
+	case l.Proto == ProtoTCP:
+		b = append(b, " ["...)
+		b = appendFlags(b, l.Flags)
+		b = append(b, ']')
+		b = appendUint(b, " seq=", uint64(l.Seq))
+		if l.Flags&FlagACK != 0 {
+			b = appendUint(b, " ack=", uint64(l.Ack))
+		}
+		b = appendUint(b, " win=", uint64(l.Win))
+		b = appendUint(b, " len=", uint64(l.Len))
+		if len(l.Options) > 0 {
+			b = append(b, " <"...)
+			for i, o := range l.Options {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = o.AppendText(b)
+			}
+			b = append(b, '>')
+		}
+	case l.Proto == ProtoUDP:
+		b = appendUint(b, " len=", uint64(l.Len))
+	case l.Proto == ProtoICMP || l.Proto == ProtoICMPv6:
+		b = appendUint(b, " type=", uint64(l.ICMPType))
+		b = appendUint(b, " code=", uint64(l.ICMPCode))
+		b = appendUint(b, " len=", uint64(l.Len))
+	default:
+		b = appendUint(b, " proto=", uint64(l.Proto))
+		b = appendUint(b, " len=", uint64(l.Len))
+	}
+	if l.IPLen > len(l.Data) {
+		b = appendUint(b, " caplen=", uint64(len(l.Data)))
+	}
+	return l.appendTrailer(b)
+}
+
+// appendTrailer appends the hook and what a Decider added.
+func (l *Line) appendTrailer(b []byte) []byte {
+	if l.Hook != "" {
+		b = append(b, " hook="...)
+		b = append(b, l.Hook...)
+	}
+	if l.Name == "" && l.Decision == "" && l.Note == "" {
+		return b
+	}
+	b = append(b, " |"...)
+	b = appendField(b, "name", l.Name)
+	b = appendField(b, "decision", l.Decision)
+	b = appendField(b, "note", l.Note)
+	return b
+}
+
+// appendField appends " key=value", quoting value when it would break the
+// line into more fields than one.
+func appendField(b []byte, key, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, ' ')
+	b = append(b, key...)
+	b = append(b, '=')
+	if strings.ContainsAny(value, " \t|=\"") || !isPrint(value) {
+		return strconv.AppendQuote(b, value)
+	}
+	return append(b, value...)
+}
+
+func isPrint(s string) bool {
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func appendAddr(b []byte, l *Line, dst, port bool) []byte {
+	a, p := l.Src, l.SrcPort
+	if dst {
+		a, p = l.Dst, l.DstPort
+	}
+	if !port {
+		return a.AppendTo(b)
+	}
+	if a.Is6() {
+		b = append(b, '[')
+		b = a.AppendTo(b)
+		b = append(b, ']')
+	} else {
+		b = a.AppendTo(b)
+	}
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(p), 10)
+}
+
+func appendUint(b []byte, key string, v uint64) []byte {
+	b = append(b, key...)
+	return strconv.AppendUint(b, v, 10)
+}
+
+// appendFlags writes TCP flags in tcpdump's letters.
+func appendFlags(b []byte, f uint8) []byte {
+	if f == 0 {
+		return append(b, "none"...)
+	}
+	for _, x := range [...]struct {
+		bit uint8
+		c   byte
+	}{{FlagFIN, 'F'}, {FlagSYN, 'S'}, {FlagRST, 'R'}, {FlagPSH, 'P'}, {FlagACK, '.'}, {FlagURG, 'U'}, {FlagECE, 'E'}, {FlagCWR, 'W'}} {
+		if f&x.bit != 0 {
+			b = append(b, x.c)
+		}
+	}
+	return b
+}
+
+func isKnown(p uint8) bool {
+	return p == ProtoTCP || p == ProtoUDP || p == ProtoICMP || p == ProtoICMPv6
+}
+
+func protoName(l *Line) string {
+	switch l.Proto {
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	case ProtoICMP:
+		return "ICMP"
+	case ProtoICMPv6:
+		return "ICMP6"
+	}
+	return "IP"
+}
+
+// String returns the option as Format writes it.
+func (o TCPOption) String() string { return string(o.AppendText(nil)) }
+
+// AppendText appends the option as Format writes it: "mss 1460",
+// "wscale 7", "sackOK", "TS val 1 ecr 0", "sack {1:2}{3:4}", or
+// "opt-KIND" and the body in hex for other or malformed options.
+func (o TCPOption) AppendText(b []byte) []byte {
+	d := o.Data
+	switch {
+	case o.Kind == OptMSS && len(d) == 2:
+		return appendUint(b, "mss ", uint64(binary.BigEndian.Uint16(d)))
+	case o.Kind == OptWScale && len(d) == 1:
+		return appendUint(b, "wscale ", uint64(d[0]))
+	case o.Kind == OptSACKPerm && len(d) == 0:
+		return append(b, "sackOK"...)
+	case o.Kind == OptTimestamp && len(d) == 8:
+		b = appendUint(b, "TS val ", uint64(binary.BigEndian.Uint32(d)))
+		return appendUint(b, " ecr ", uint64(binary.BigEndian.Uint32(d[4:])))
+	case o.Kind == OptSACK && len(d) > 0 && len(d)%8 == 0:
+		b = append(b, "sack "...)
+		for ; len(d) >= 8; d = d[8:] {
+			b = appendUint(b, "{", uint64(binary.BigEndian.Uint32(d)))
+			b = appendUint(b, ":", uint64(binary.BigEndian.Uint32(d[4:])))
+			b = append(b, '}')
+		}
+		return b
+	}
+	b = appendUint(b, "opt-", uint64(o.Kind))
+	if len(d) > 0 {
+		b = append(b, ' ')
+		b = hex.AppendEncode(b, d)
+	}
+	return b
+}
+
+// appendLayers appends every layer gopacket decodes from data, one per
+// line; gopacket recovers from its own decoder panics into a DecodeFailure
+// layer, which is printed like the others.
+func appendLayers(b []byte, data []byte) []byte {
+	first := layers.LayerTypeIPv4
+	if len(data) > 0 && data[0]>>4 == 6 {
+		first = layers.LayerTypeIPv6
+	}
+	p := gopacket.NewPacket(data, first, gopacket.DecodeOptions{NoCopy: true})
+	for _, layer := range p.Layers() {
+		b = append(b, "    "...)
+		b = append(b, gopacket.LayerString(layer)...)
+		b = append(b, '\n')
+	}
+	return b
+}
