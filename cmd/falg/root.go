@@ -32,6 +32,7 @@ func newRoot() *cobra.Command {
 		newRunCmd(g),
 		newRulesCmd(g),
 		newCheckCmd(g),
+		newDumpCmd(g),
 		newVersionCmd(),
 	)
 	return root
