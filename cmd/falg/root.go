@@ -33,6 +33,7 @@ func newRoot() *cobra.Command {
 		newRulesCmd(g),
 		newCheckCmd(g),
 		newDumpCmd(g),
+		newFlowsCmd(g),
 		newVersionCmd(),
 	)
 	return root

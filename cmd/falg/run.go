@@ -122,6 +122,10 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 		log.Info("ruleset removed", "table", "inet "+nft.Table)
 	}()
 
+	// Byte counts for falg flows; the setting is per network namespace.
+	if err := os.WriteFile("/proc/sys/net/netfilter/nf_conntrack_acct", []byte("1"), 0); err != nil {
+		log.Warn("conntrack accounting not enabled: falg flows shows no byte counts", "err", err)
+	}
 	inj, err := nfq.NewInjector(c.InjectMark())
 	if err != nil {
 		return err
