@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
@@ -107,36 +105,6 @@ func netns(t *testing.T) (*nftables.Conn, func(args ...string) string) {
 	return c, run
 }
 
-var (
-	counterValues = regexp.MustCompile(`counter packets \d+ bytes \d+`)
-	elementList   = regexp.MustCompile(`elements = \{ [^}]* \}`)
-	iptablesNote  = regexp.MustCompile(`(?m)^# Warning: table .* is managed by iptables-nft.*\n`)
-	xtTarget      = regexp.MustCompile(`(?m)counter $`)
-)
-
-// normalize makes `nft list` output comparable with String: counter values
-// and nft's note on xt users go, set elements are sorted, and an xt NFQUEUE
-// target, which nft cannot print in an inet table, is shown as the queue
-// statement it stands for (TestInstallXTInfo checks its bytes).
-func normalize(listing string, r *Ruleset, kind QueueKind) string {
-	s := counterValues.ReplaceAllString(listing, "counter")
-	s = iptablesNote.ReplaceAllString(s, "")
-	if kind == QueueXT {
-		q := r.text(rule{queue: true})
-		s = xtTarget.ReplaceAllString(s, q)
-	}
-	return sortElements(s)
-}
-
-func sortElements(s string) string {
-	return elementList.ReplaceAllStringFunc(s, func(block string) string {
-		inner := strings.TrimSuffix(strings.TrimPrefix(block, "elements = { "), " }")
-		elems := strings.Split(inner, ",\n\t\t\t     ")
-		slices.Sort(elems)
-		return "elements = { " + strings.Join(elems, ",\n\t\t\t     ") + " }"
-	})
-}
-
 func TestInstallMatchesText(t *testing.T) {
 	c, run := netns(t)
 	kind, err := DetectQueue(c)
@@ -152,7 +120,7 @@ func TestInstallMatchesText(t *testing.T) {
 		t.Fatal(err)
 	}
 	listing := run("nft", "list", "table", "inet", Table)
-	if got, want := normalize(listing, r, kind), sortElements(r.String()); got != want {
+	if got, want := r.Canonical(listing), r.Canonical(r.String()); got != want {
 		t.Errorf("nft list differs from String:\n--- nft list (normalized)\n%s\n--- String\n%s", got, want)
 	}
 	// Installing again replaces the table atomically (a stale table from a

@@ -1,0 +1,238 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"falg/test/lab"
+)
+
+// The backends and clients of these tests speak a small protocol over
+// HTTP/1.1 framing, with or without TLS. The client sends a request whose
+// X-Bytes header says how many bytes follow it; the backend answers with a
+// header naming itself and the peer address it sees, then both sides stream
+// that many pseudo-random bytes at once, the backend appends the SHA-256 of
+// what it received, and both close their sending side. A request without
+// X-Bytes (curl) gets a one-line body instead.
+
+var serverCert = sync.OnceValue(func() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "falg test backend"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"*.example", "*.a.example", "*.b.example", "a.example"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+})
+
+// serve runs the test backend on ns at port (all addresses, v4 and v6)
+// until the test ends. tlsOn wraps each connection in TLS.
+func serve(t testing.TB, ns *lab.NS, port int, tlsOn bool) {
+	t.Helper()
+	ln, err := ns.Listen("tcp", fmt.Sprintf("[::]:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				var conn net.Conn = c
+				if tlsOn {
+					conn = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{serverCert()}})
+				}
+				backendConn(ns.Name, conn, c.RemoteAddr().String())
+			}()
+		}
+	}()
+}
+
+func backendConn(name string, c net.Conn, peer string) {
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	br := bufio.NewReader(c)
+	tp := textproto.NewReader(br)
+	if _, err := tp.ReadLine(); err != nil {
+		return
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return
+	}
+	sni := ""
+	if tc, ok := c.(*tls.Conn); ok {
+		sni = tc.ConnectionState().ServerName
+	}
+	head := fmt.Sprintf("X-Backend: %s\r\nX-Peer: %s\r\nX-SNI: %s\r\nX-Host: %s\r\n", name, peer, sni, h.Get("Host"))
+	nstr := h.Get("X-Bytes")
+	if nstr == "" {
+		body := fmt.Sprintf("backend=%s peer=%s\n", name, peer)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\nConnection: close\r\n\r\n%s", head, len(body), body)
+		return
+	}
+	n, _ := strconv.ParseInt(nstr, 10, 64)
+	seed, _ := strconv.ParseUint(h.Get("X-Seed"), 10, 64)
+	if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n%s\r\n", head); err != nil {
+		return
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		hs := sha256.New()
+		if _, err := io.CopyN(hs, br, n); err != nil {
+			got <- nil
+			return
+		}
+		got <- hs.Sum(nil)
+	}()
+	if _, err := io.CopyN(c, stream(seed+1), n); err != nil {
+		return
+	}
+	sum := <-got
+	if sum == nil {
+		return
+	}
+	c.Write(sum)
+	closeWrite(c)
+	io.Copy(io.Discard, br) // until the client's FIN
+}
+
+func closeWrite(c net.Conn) {
+	switch c := c.(type) {
+	case *tls.Conn:
+		c.CloseWrite()
+	case *net.TCPConn:
+		c.CloseWrite()
+	}
+}
+
+// stream is a deterministic byte stream for a seed.
+func stream(seed uint64) io.Reader {
+	var key [32]byte
+	for i := range 8 {
+		key[i] = byte(seed >> (8 * i))
+	}
+	return mrand.NewChaCha8(key)
+}
+
+// result is what a client learned from one exchange.
+type result struct {
+	Backend, Peer, SNI, Host string
+}
+
+// exchange connects from ns to addr (as host/SNI name), moves n bytes each
+// way and checks both directions byte for byte and a clean close.
+func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n int64) (result, error) {
+	var r result
+	c, err := ns.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return r, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	conn := c
+	if tlsOn {
+		tc := tls.Client(c, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return r, fmt.Errorf("tls handshake: %w", err)
+		}
+		conn = tc
+	}
+	seed := mrand.Uint64() >> 1
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nX-Bytes: %d\r\nX-Seed: %d\r\n\r\n", name, n, seed); err != nil {
+		return r, err
+	}
+	sent := make(chan error, 1)
+	var sentSum []byte
+	go func() {
+		hs := sha256.New()
+		_, err := io.CopyN(io.MultiWriter(conn, hs), stream(seed), n)
+		sentSum = hs.Sum(nil)
+		sent <- err
+	}()
+	br := bufio.NewReader(conn)
+	tp := textproto.NewReader(br)
+	status, err := tp.ReadLine()
+	if err != nil {
+		return r, fmt.Errorf("read status: %w", err)
+	}
+	if !strings.HasPrefix(status, "HTTP/1.1 200") {
+		return r, fmt.Errorf("status %q", status)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return r, err
+	}
+	r = result{Backend: h.Get("X-Backend"), Peer: h.Get("X-Peer"), SNI: h.Get("X-SNI"), Host: h.Get("X-Host")}
+	want := sha256.New()
+	io.CopyN(want, stream(seed+1), n)
+	got := sha256.New()
+	if m, err := io.CopyN(got, br, n); err != nil {
+		return r, fmt.Errorf("received %d of %d bytes: %w", m, n, err)
+	}
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		return r, errors.New("bytes from the backend differ")
+	}
+	if err := <-sent; err != nil {
+		return r, fmt.Errorf("send: %w", err)
+	}
+	closeWrite(conn)
+	theirs := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(br, theirs); err != nil {
+		return r, fmt.Errorf("read backend's hash: %w", err)
+	}
+	if !bytes.Equal(theirs, sentSum) {
+		return r, errors.New("bytes the backend received differ from those sent")
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		return r, fmt.Errorf("after the hash: %d bytes, %v (want a clean FIN)", len(rest), err)
+	}
+	return r, nil
+}
+
+// isReset reports whether err says the peer reset the connection.
+func isReset(err error) bool {
+	return err != nil && (errors.Is(err, errConnReset) || strings.Contains(err.Error(), "connection reset"))
+}
+
+var errConnReset = errors.New("connection reset by peer")
