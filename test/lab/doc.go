@@ -24,10 +24,18 @@
 // The router forwards IPv4 and IPv6 and has reverse-path filtering off (falg
 // injects packets carrying other hosts' source addresses). IPv6 addresses are
 // added with nodad and duplicate address detection is off, so addresses are
-// usable at once. Offloads are left as the kernel sets them (TSO/GSO on on
+// usable at once. ARP and neighbour discovery retransmit after 100 ms instead of
+// 1 s, so a solicitation lost while the kernel still settles a new link costs
+// little. The router's bridges do not pass bridged frames to its IP hooks
+// (bridge-nf-call-* off). Offloads are left as the kernel sets them (TSO/GSO on on
 // veth): falg must work with GSO segments, and DESIGN.md measured that it
 // does. New returns only when TCP reaches every backend from every client and
 // every client from every backend, over IPv4 and IPv6.
+//
+// Building a lab of 2 clients and 2 backends takes about 20 ms on an idle
+// machine (one ip process for the namespaces, one for the links, one per
+// namespace run concurrently) and Close about 5 ms: the kernel destroys the
+// namespaces in the background, which can slow a lab built right after.
 //
 // # Names and cleanup
 //

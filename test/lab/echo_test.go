@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -185,6 +186,16 @@ func TestDo(t *testing.T) {
 		l.Router.Do(func() error { panic("boom") })
 		t.Error("Do did not re-panic")
 	}()
+	// runtime.Goexit in fn (t.FailNow) ends the caller's goroutine too.
+	after, deferred := false, make(chan bool, 1)
+	go func() {
+		defer func() { deferred <- true }()
+		l.Router.Do(func() error { runtime.Goexit(); return nil })
+		after = true
+	}()
+	if !<-deferred || after {
+		t.Errorf("Goexit in Do: caller went on = %v, want it ended", after)
+	}
 	// Every thread the runtime may hand us next must be back home.
 	for range 50 {
 		var id nsID
