@@ -63,6 +63,8 @@ type Config struct {
 	Handler  Handler
 	Stats    *Stats
 	Log      *slog.Logger
+	// Ready, if set, is called once every queue is bound.
+	Ready func()
 }
 
 // Queue is one open nfqueue with its reader.
@@ -108,6 +110,9 @@ func Run(ctx context.Context, c Config) error {
 		queues = append(queues, q)
 	}
 	c.Log.Info("nfq: reading queues", "first", c.First, "count", c.Count)
+	if c.Ready != nil {
+		c.Ready()
+	}
 	<-ctx.Done()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -20,16 +20,25 @@ type adminServer struct {
 	srv *http.Server
 }
 
-// listenAdmin takes the admin socket at path. A socket that answers
-// belongs to a running falg, and falg refuses to start beside it; one that
-// does not was left by a killed falg and is replaced.
-func listenAdmin(path string, mux *http.ServeMux, log *slog.Logger) (*adminServer, error) {
+// claimAdmin checks the admin socket at path before falg touches the
+// kernel. A socket that answers belongs to a running falg, and falg refuses
+// to start beside it; one that does not was left by a killed falg.
+func claimAdmin(path string) error {
 	if path == "" {
-		return nil, nil
+		return nil
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("admin: %s answers: another falg is running", path)
+		return fmt.Errorf("admin: %s answers: another falg is running", path)
+	}
+	return nil
+}
+
+// listenAdmin serves the admin socket at path, replacing a stale one. falg
+// listens once it is ready, so an answer means the ruleset is in place.
+func listenAdmin(path string, mux *http.ServeMux, log *slog.Logger) (*adminServer, error) {
+	if path == "" {
+		return nil, nil
 	}
 	os.Remove(path)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

@@ -95,11 +95,9 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 			"pending":      es.Pending.Load(),
 		})
 	})
-	admin, err := listenAdmin(c.Admin, mux, log)
-	if err != nil {
+	if err := claimAdmin(c.Admin); err != nil {
 		return err
 	}
-	defer admin.Close()
 
 	nc, err := nftables.New()
 	if err != nil {
@@ -140,6 +138,8 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	mux.HandleFunc("GET /records", func(w http.ResponseWriter, _ *http.Request) {
 		serveJSON(w, eng.Records().All())
 	})
+	var admin *adminServer
+	defer func() { admin.Close() }()
 	h := nfq.HandlerFunc(func(q *nfq.Queue, p *nfq.Packet) {
 		if log.Enabled(ctx, slog.LevelDebug) {
 			log.Debug("queued", "queue", p.Queue, "id", p.ID, "len", len(p.Data))
@@ -149,5 +149,13 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	return nfq.Run(ctx, nfq.Config{
 		First: c.Queue, Count: c.Workers, FailOpen: c.FailOpen,
 		Handler: h, Stats: stats, Log: log,
+		Ready: func() {
+			// Listening last makes an answer on the socket mean "ready".
+			a, err := listenAdmin(c.Admin, mux, log)
+			if err != nil {
+				log.Error("admin socket: falg serves without it", "err", err)
+			}
+			admin = a
+		},
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,8 +232,4 @@ func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n 
 }
 
 // isReset reports whether err says the peer reset the connection.
-func isReset(err error) bool {
-	return err != nil && (errors.Is(err, errConnReset) || strings.Contains(err.Error(), "connection reset"))
-}
-
-var errConnReset = errors.New("connection reset by peer")
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
