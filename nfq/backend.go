@@ -217,11 +217,11 @@ func (e *Engine) reservePort(backend netip.AddrPort) (*portReservation, error) {
 	if err != nil {
 		return nil, err
 	}
-	family := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: local.As4()}
-	if local.Is6() {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Addr: local.As16()}
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: local.As16()}
+	if local.Is4() {
+		family = unix.AF_INET
+		sa = &unix.SockaddrInet4{Addr: local.As4()}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -50,7 +50,7 @@ type flow struct {
 	client, asked netip.AddrPort // C:cp and V:vp
 	cISN, rISN    uint32
 	cOpts         tcpOptions
-	cWin          uint16
+	cWin          uint16 // the client's last window field
 	wsToClient    int8
 
 	stream     []byte // client bytes in order, from cISN+1
@@ -162,9 +162,10 @@ func (f *flow) sendSynAck() {
 	if f.cOpts.mss != 0 {
 		mss = min(mss, f.cOpts.mss)
 	}
+	// A SYN's window is never scaled: offer the most it can say.
 	f.send(&out{
 		src: f.asked, dst: f.client, seq: f.rISN, ack: f.cISN + 1,
-		flags: flagSYN | flagACK, window: f.clientWindow(),
+		flags: flagSYN | flagACK, window: 65535,
 		opts: tcpOptions{mss: mss, wscale: f.wsToClient, sackPerm: f.cOpts.sackPerm},
 	})
 }
@@ -225,6 +226,9 @@ func (f *flow) packet(q *Queue, p *Packet, s *segment) {
 }
 
 func (f *flow) clientPacket(q *Queue, p *Packet, s *segment) {
+	if s.flags&flagSYN == 0 {
+		f.cWin = s.window // scaled by the client's shift, as the backend will read it
+	}
 	switch {
 	case s.flags&flagRST != 0:
 		q.Verdict(p.ID, Drop)

@@ -162,6 +162,23 @@ type result struct {
 // exchange connects from ns to addr (as host/SNI name), moves n bytes each
 // way and checks both directions byte for byte and a clean close.
 func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n int64) (result, error) {
+	return exchangePaced(ctx, ns, addr, name, tlsOn, n, 0)
+}
+
+// pacedReader reads at most 64 KiB per call and sleeps pace before each.
+type pacedReader struct {
+	r    io.Reader
+	pace time.Duration
+}
+
+func (p pacedReader) Read(b []byte) (int, error) {
+	time.Sleep(p.pace)
+	return p.r.Read(b[:min(len(b), 64<<10)])
+}
+
+// exchangePaced is exchange with the client's sending paced: 64 KiB per
+// pace, so a transfer lasts long enough to do things during it.
+func exchangePaced(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n int64, pace time.Duration) (result, error) {
 	var r result
 	c, err := ns.Dial(ctx, "tcp", addr)
 	if err != nil {
@@ -187,7 +204,11 @@ func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n 
 	var sentSum []byte
 	go func() {
 		hs := sha256.New()
-		_, err := io.CopyN(io.MultiWriter(conn, hs), stream(seed), n)
+		var src io.Reader = stream(seed)
+		if pace > 0 {
+			src = pacedReader{src, pace}
+		}
+		_, err := io.CopyN(io.MultiWriter(conn, hs), src, n)
 		sentSum = hs.Sum(nil)
 		sent <- err
 	}()
@@ -195,6 +216,15 @@ func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n 
 	tp := textproto.NewReader(br)
 	status, err := tp.ReadLine()
 	if err != nil {
+		// A reset is reported to the first call that looks: the writer may
+		// have taken it and left the reader an EOF.
+		select {
+		case serr := <-sent:
+			if isReset(serr) {
+				return r, fmt.Errorf("send: %w", serr)
+			}
+		case <-time.After(time.Second):
+		}
 		return r, fmt.Errorf("read status: %w", err)
 	}
 	if !strings.HasPrefix(status, "HTTP/1.1 200") {
@@ -233,3 +263,7 @@ func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n 
 
 // isReset reports whether err says the peer reset the connection.
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+func tlsClient(c net.Conn, name string) *tls.Conn {
+	return tls.Client(c, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+}

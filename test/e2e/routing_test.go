@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"falg/test/lab"
+)
+
+// spliceConfig routes TLS by SNI and HTTP by Host to the lab's two
+// backends. %[1]s is the source mode.
+const spliceConfig = `
+workers: 2
+services:
+  - name: tls
+    listen: ["10.0.0.1:443", "[fd00::1]:443"]
+    protocol: tls
+    source: %[1]s
+    routes:
+      - match: ["a.example", "*.a.example"]
+        backends: ["10.0.1.2:8443", "[fd00:1::2]:8443"]
+      - match: ["~^api-[0-9]+\\.b\\.example$"]
+        backends: ["10.0.1.3:8443", "[fd00:1::3]:8443"]
+    default: ["10.0.1.3:8443", "[fd00:1::3]:8443"]
+  - name: tls-strict
+    listen: ["10.0.0.1:4443", "[fd00::1]:4443"]
+    protocol: tls
+    source: %[1]s
+    routes:
+      - match: ["a.example"]
+        backends: ["10.0.1.2:8443", "[fd00:1::2]:8443"]
+    default: reject
+  - name: http
+    listen: ["10.0.0.1:80", "[fd00::1]:80"]
+    protocol: http
+    source: %[1]s
+    routes:
+      - match: ["a.example"]
+        backends: ["10.0.1.2:8080", "[fd00:1::2]:8080"]
+      - match: ["*.b.example"]
+        backends: ["10.0.1.3:8080", "[fd00:1::3]:8080"]
+    default: reject
+  - name: refusing
+    listen: ["10.0.0.1:81", "[fd00::1]:81"]
+    protocol: http
+    source: %[1]s
+    timeouts: { connect: 5s }
+    routes:
+      - match: ["next.example"]
+        backends: ["10.0.1.2:9", "10.0.1.3:8080"]
+      - match: ["none.example"]
+        backends: ["10.0.1.2:9", "10.0.1.3:9"]
+    default: reject
+`
+
+// spliceLab is a lab with the test backends on both backend hosts: TLS on
+// 8443, plain on 8080.
+func spliceLab(t *testing.T, clients int) *lab.Lab {
+	l := lab.Start(t, lab.Options{Clients: clients, Backends: 2})
+	for _, b := range l.Backends {
+		serve(t, b, 8443, true)
+		serve(t, b, 8080, false)
+	}
+	return l
+}
+
+type dest struct {
+	port    int
+	name    string
+	tls     bool
+	backend int // -1: the client must be reset
+}
+
+var routingCases = []dest{
+	{443, "a.example", true, 0},         // exact
+	{443, "www.a.example", true, 0},     // wildcard
+	{443, "API-12.b.example", true, 1},  // regex, after lower-casing
+	{443, "other.example", true, 1},     // default backends
+	{4443, "a.example", true, 0},        // exact on a rejecting service
+	{4443, "other.example", true, -1},   // default: reject
+	{80, "a.example", false, 0},         // Host
+	{80, "x.b.example", false, 1},       // Host wildcard
+	{80, "nope.example", false, -1},     // Host, rejected
+	{81, "next.example", false, 1},      // first backend refuses: the next serves (v4 only: no v6 backends)
+}
+
+func TestSNIAndHostRouting(t *testing.T) {
+	l := spliceLab(t, 1)
+	client := l.Clients[0]
+	for _, source := range []string{"client", "router"} {
+		t.Run("source="+source, func(t *testing.T) {
+			f := startFalg(t, l, fmt.Sprintf(spliceConfig, source))
+			defer f.stop()
+			for _, family := range []string{"v4", "v6"} {
+				router, clientAddr, routerBack := l.Router.Addr4, client.Addr4, l.Router.BackendSide4
+				if family == "v6" {
+					router, clientAddr, routerBack = l.Router.Addr6, client.Addr6, l.Router.BackendSide6
+				}
+				for _, c := range routingCases {
+					if c.port == 81 && family == "v6" {
+						c.backend = -1 // the route has IPv4 backends only
+					}
+					name := fmt.Sprintf("%s/%d/%s", family, c.port, c.name)
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					r, err := exchange(ctx, client, addr(router, c.port), c.name, c.tls, 64<<10)
+					cancel()
+					if c.backend < 0 {
+						if !isReset(err) {
+							t.Errorf("%s: got %+v, %v; want a reset", name, r, err)
+						}
+						continue
+					}
+					if err != nil {
+						t.Errorf("%s: %v", name, err)
+						continue
+					}
+					if want := l.Backends[c.backend].Name; r.Backend != want {
+						t.Errorf("%s: served by %s, want %s", name, r.Backend, want)
+					}
+					wantPeer := clientAddr
+					if source == "router" {
+						wantPeer = routerBack
+					}
+					if host, _, _ := net.SplitHostPort(r.Peer); host != wantPeer.String() {
+						t.Errorf("%s: backend saw %s, want %s", name, r.Peer, wantPeer)
+					}
+				}
+			}
+			if s := f.stats(); s["rejected"] != 4 || s["failed"] != 1 || s["backend_fail"] < 1 || s["handover_err"] != 0 {
+				t.Errorf("counters: %v", s)
+			}
+		})
+	}
+}
+
+func TestAllBackendsRefused(t *testing.T) {
+	l := spliceLab(t, 1)
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+	defer f.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := exchange(ctx, l.Clients[0], "10.0.0.1:81", "none.example", false, 0)
+	if !isReset(err) {
+		t.Fatalf("got %v, want a reset", err)
+	}
+	// The connect timeout is 5s: only the backends' own refusals make it this quick.
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("reset after %v, want within 1s", d)
+	}
+	if s := f.stats(); s["failed"] != 1 || s["backend_fail"] != 2 {
+		t.Errorf("counters: %v", s)
+	}
+}
+
+// TestBulk moves 256 MiB each way through one spliced flow, byte-exact, with
+// FIN both ways, and checks that falg's queue saw none of it.
+func TestBulk(t *testing.T) {
+	l := spliceLab(t, 1)
+	for _, source := range []string{"client", "router"} {
+		t.Run("source="+source, func(t *testing.T) {
+			f := startFalg(t, l, fmt.Sprintf(spliceConfig, source))
+			defer f.stop()
+			before := f.stats()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			r, err := exchange(ctx, l.Clients[0], "10.0.0.1:80", "a.example", false, 256<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Backend != l.Backends[0].Name {
+				t.Errorf("served by %s", r.Backend)
+			}
+			after := f.stats()
+			// SYN, ACK, request, backend SYN-ACK, and a few packets that
+			// raced the pending-set delete: not the ~2x180k of the transfer.
+			if d := after["queued"] - before["queued"]; d > 16 {
+				t.Errorf("queue saw %d packets for one flow", d)
+			}
+			if after["spliced"] != before["spliced"]+1 {
+				t.Errorf("counters before %v after %v", before, after)
+			}
+		})
+	}
+}
+
+// TestClientHelloAcrossSegments: Go's default ClientHello carries an
+// X25519MLKEM768 key share and does not fit one segment.
+func TestClientHelloAcrossSegments(t *testing.T) {
+	l := spliceLab(t, 1)
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+	defer f.stop()
+	for _, router := range []string{"10.0.0.1:443", "[fd00::1]:443"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var first int
+		c, err := l.Clients[0].Dial(ctx, "tcp", router)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &firstWrite{Conn: c, n: &first}
+		tc := tlsClient(rec, "api-7.b.example")
+		if err := tc.HandshakeContext(ctx); err != nil {
+			t.Fatalf("%s: handshake: %v", router, err)
+		}
+		if first <= 1460 {
+			t.Errorf("ClientHello was %d bytes: fits one segment, test proves nothing", first)
+		}
+		if got := tc.ConnectionState().ServerName; got != "api-7.b.example" {
+			t.Errorf("server name %q", got)
+		}
+		tc.Close()
+		cancel()
+	}
+	if s := f.stats(); s["spliced"] != 2 {
+		t.Errorf("counters: %v", s)
+	}
+}
+
+type firstWrite struct {
+	net.Conn
+	n *int
+}
+
+func (w *firstWrite) Write(b []byte) (int, error) {
+	if *w.n == 0 {
+		*w.n = len(b)
+	}
+	return w.Conn.Write(b)
+}
+
+// TestConcurrent: 200 connections at once, mixed names, protocols and
+// families, each byte-exact to the right backend.
+func TestConcurrent(t *testing.T) {
+	l := spliceLab(t, 2)
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+	defer f.stop()
+	cases := []dest{{443, "a.example", true, 0}, {443, "api-3.b.example", true, 1}, {80, "a.example", false, 0}, {80, "y.b.example", false, 1}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cases[i%len(cases)]
+			client := l.Clients[i%2]
+			router := l.Router.Addr4
+			if i%3 == 0 {
+				router = l.Router.Addr6
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r, err := exchange(ctx, client, addr(router, c.port), c.name, c.tls, 64<<10)
+			if err == nil && r.Backend != l.Backends[c.backend].Name {
+				err = fmt.Errorf("served by %s, want %s", r.Backend, l.Backends[c.backend].Name)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("conn %d (%s %s): %w", i, router, c.name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s := f.stats(); s["spliced"] != 200 {
+		t.Errorf("spliced %d of 200: %v", s["spliced"], s)
+	}
+}
+
+// TestKill9DuringTransfer: the flow lives in the kernel, so killing falg
+// in the middle of a transfer does not disturb it.
+func TestKill9DuringTransfer(t *testing.T) {
+	l := spliceLab(t, 1)
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "router"))
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := exchangePaced(ctx, l.Clients[0], "10.0.0.1:80", "a.example", false, 32<<20, 10*time.Millisecond)
+		done <- err
+	}()
+	f.waitStat("spliced", 1)
+	time.Sleep(500 * time.Millisecond)
+	f.kill9()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("transfer after kill -9: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("transfer did not finish")
+	}
+}
+
+// TestCurl: real curl through falg, by SNI and by Host, v4 and v6.
+func TestCurl(t *testing.T) {
+	l := spliceLab(t, 1)
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+	defer f.stop()
+	for _, args := range [][]string{
+		{"-sk", "--resolve", "a.example:443:10.0.0.1", "https://a.example/"},
+		{"-sk", "--resolve", "api-1.b.example:443:[fd00::1]", "https://api-1.b.example/"},
+		{"-s", "-H", "Host: a.example", "http://[fd00::1]/"},
+		{"-s", "http://x.b.example/", "--resolve", "x.b.example:80:10.0.0.1"},
+	} {
+		out := run(t, l.Clients[0], "curl", append([]string{"-m", "10"}, args...)...)
+		want := l.Backends[0].Name
+		if strings.Contains(strings.Join(args, " "), "b.example") {
+			want = l.Backends[1].Name
+		}
+		if !strings.HasPrefix(out, "backend="+want+" peer=") {
+			t.Errorf("curl %v: %q, want backend %s", args, out, want)
+		}
+	}
+	out, err := l.Clients[0].Command(context.Background(), "curl", "-sk", "-m", "10", "--resolve", "z.example:4443:10.0.0.1", "https://z.example:4443/").CombinedOutput()
+	if err == nil {
+		t.Errorf("rejected name: curl succeeded: %s", out)
+	}
+}
