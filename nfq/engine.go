@@ -64,6 +64,7 @@ type Engine struct {
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
 	backends map[netip.AddrPort]bool
 	records  *Records
+	debug    bool // log every queued packet
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -113,6 +114,7 @@ func NewEngine(ec EngineConfig) (*Engine, error) {
 		dels:     make(chan nft.Tuple, 4096),
 		backends: map[netip.AddrPort]bool{},
 		records:  newRecords(),
+		debug:    ec.Log.Enabled(context.Background(), slog.LevelDebug),
 	}
 	if e.max == 0 {
 		e.max = nft.DefaultPendingSize
@@ -192,6 +194,10 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 		e.log.Debug("nfq: undecodable packet accepted", "queue", q.Num, "len", len(p.Data), "err", err)
 		q.Verdict(p.ID, Accept)
 		return
+	}
+	if e.debug {
+		e.log.Debug("queued", "queue", q.Num, "id", p.ID, "src", s.src, "dst", s.dst,
+			"flags", s.flags, "seq", s.seq, "ack", s.ack, "len", len(s.payload))
 	}
 	if s.proto != 6 {
 		// UDP services are not routed by the engine yet.

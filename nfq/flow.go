@@ -162,20 +162,24 @@ func (f *flow) sendSynAck() {
 	if f.cOpts.mss != 0 {
 		mss = min(mss, f.cOpts.mss)
 	}
-	// A SYN's window is never scaled: offer the most it can say.
+	// A SYN's window is never scaled. Offering what the parser can use
+	// bounds what the client sends before the hand-over, and so the
+	// packets each flow holds in the kernel's queue; from the hand-over
+	// on, the backend's own window governs.
 	f.send(&out{
 		src: f.asked, dst: f.client, seq: f.rISN, ack: f.cISN + 1,
-		flags: flagSYN | flagACK, window: 65535,
+		flags: flagSYN | flagACK, window: protocol.MaxFirstBytes,
 		opts: tcpOptions{mss: mss, wscale: f.wsToClient, sackPerm: f.cOpts.sackPerm},
 	})
 }
 
-// clientWindow is the window falg offers the client: about 64 KiB.
+// clientWindow is the window field falg sends the client after the SYN-ACK:
+// MaxFirstBytes, in the client's view of falg's window scale.
 func (f *flow) clientWindow() uint16 {
 	if f.wsToClient > 0 {
-		return uint16(65535 >> f.wsToClient)
+		return uint16(protocol.MaxFirstBytes >> f.wsToClient)
 	}
-	return 65535
+	return protocol.MaxFirstBytes
 }
 
 func (f *flow) send(o *out) {

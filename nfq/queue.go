@@ -120,11 +120,30 @@ func Run(ctx context.Context, c Config) error {
 	return nil
 }
 
+// readBuffer is the receive buffer of each queue's netlink socket.
+const readBuffer = 16 << 20
+
+// setReadBuffer sets the socket's receive buffer past net.core.rmem_max,
+// which root may do (SO_RCVBUFFORCE).
+func setReadBuffer(c *netlink.Conn, n int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 func open(ctx context.Context, c Config, num uint16, fail func(error)) (*Queue, error) {
 	cfg := &nfqueue.Config{
 		NfQueue:      num,
 		MaxPacketLen: 0xffff,
-		MaxQueueLen:  4096,
+		MaxQueueLen:  16384, // held packets wait here until their flow is handed over
 		Copymode:     nfqueue.NfQnlCopyPacket,
 		AfFamily:     unix.AF_UNSPEC,
 	}
@@ -135,10 +154,12 @@ func open(ctx context.Context, c Config, num uint16, fail func(error)) (*Queue, 
 	if err != nil {
 		return nil, fmt.Errorf("nfq: open queue %d: %w", num, err)
 	}
-	// ENOBUFS means the kernel had to drop messages for us; they are
-	// counted, and reading goes on.
-	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
-		c.Log.Debug("nfq: NETLINK_NO_ENOBUFS not set", "queue", num, "err", err)
+	// A packet whose message does not fit the socket buffer is lost to
+	// falg, and a lost data segment stalls its flow until the client's
+	// retransmission timer: make the buffer large. ENOBUFS still reports
+	// each overrun; it is counted and reading goes on.
+	if err := setReadBuffer(nf.Con, readBuffer); err != nil {
+		c.Log.Warn("nfq: queue socket buffer not enlarged", "queue", num, "err", err)
 	}
 	q := &Queue{Num: num, nf: nf, stats: c.Stats, log: c.Log}
 	hook := func(a nfqueue.Attribute) int {

@@ -140,15 +140,9 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	})
 	var admin *adminServer
 	defer func() { admin.Close() }()
-	h := nfq.HandlerFunc(func(q *nfq.Queue, p *nfq.Packet) {
-		if log.Enabled(ctx, slog.LevelDebug) {
-			log.Debug("queued", "queue", p.Queue, "id", p.ID, "len", len(p.Data))
-		}
-		eng.Packet(q, p)
-	})
 	return nfq.Run(ctx, nfq.Config{
 		First: c.Queue, Count: c.Workers, FailOpen: c.FailOpen,
-		Handler: h, Stats: stats, Log: log,
+		Handler: eng, Stats: stats, Log: log,
 		Ready: func() {
 			// Listening last makes an answer on the socket mean "ready".
 			a, err := listenAdmin(c.Admin, mux, log)

@@ -162,7 +162,17 @@ type result struct {
 // exchange connects from ns to addr (as host/SNI name), moves n bytes each
 // way and checks both directions byte for byte and a clean close.
 func exchange(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n int64) (result, error) {
-	return exchangePaced(ctx, ns, addr, name, tlsOn, n, 0)
+	return exchangeWith(ctx, ns, addr, name, xopts{tls: tlsOn, n: n})
+}
+
+// xopts tune an exchange.
+type xopts struct {
+	tls bool
+	n   int64
+	// pace, if set, paces the client's sending: 64 KiB per pace.
+	pace time.Duration
+	// midway, if set, is called once half of the backend's bytes arrived.
+	midway func()
 }
 
 // pacedReader reads at most 64 KiB per call and sleeps pace before each.
@@ -176,9 +186,9 @@ func (p pacedReader) Read(b []byte) (int, error) {
 	return p.r.Read(b[:min(len(b), 64<<10)])
 }
 
-// exchangePaced is exchange with the client's sending paced: 64 KiB per
-// pace, so a transfer lasts long enough to do things during it.
-func exchangePaced(ctx context.Context, ns *lab.NS, addr, name string, tlsOn bool, n int64, pace time.Duration) (result, error) {
+// exchangeWith is exchange with options.
+func exchangeWith(ctx context.Context, ns *lab.NS, addr, name string, o xopts) (result, error) {
+	tlsOn, n, pace := o.tls, o.n, o.pace
 	var r result
 	c, err := ns.Dial(ctx, "tcp", addr)
 	if err != nil {
@@ -238,8 +248,18 @@ func exchangePaced(ctx context.Context, ns *lab.NS, addr, name string, tlsOn boo
 	want := sha256.New()
 	io.CopyN(want, stream(seed+1), n)
 	got := sha256.New()
-	if m, err := io.CopyN(got, br, n); err != nil {
+	half := n / 2
+	if o.midway == nil {
+		half = 0
+	}
+	if m, err := io.CopyN(got, br, half); err != nil {
 		return r, fmt.Errorf("received %d of %d bytes: %w", m, n, err)
+	}
+	if o.midway != nil {
+		o.midway()
+	}
+	if m, err := io.CopyN(got, br, n-half); err != nil {
+		return r, fmt.Errorf("received %d of %d bytes: %w", half+m, n, err)
 	}
 	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
 		return r, errors.New("bytes from the backend differ")
