@@ -77,16 +77,16 @@ type dest struct {
 }
 
 var routingCases = []dest{
-	{443, "a.example", true, 0},         // exact
-	{443, "www.a.example", true, 0},     // wildcard
-	{443, "API-12.b.example", true, 1},  // regex, after lower-casing
-	{443, "other.example", true, 1},     // default backends
-	{4443, "a.example", true, 0},        // exact on a rejecting service
-	{4443, "other.example", true, -1},   // default: reject
-	{80, "a.example", false, 0},         // Host
-	{80, "x.b.example", false, 1},       // Host wildcard
-	{80, "nope.example", false, -1},     // Host, rejected
-	{81, "next.example", false, 1},      // first backend refuses: the next serves (v4 only: no v6 backends)
+	{443, "a.example", true, 0},        // exact
+	{443, "www.a.example", true, 0},    // wildcard
+	{443, "API-12.b.example", true, 1}, // regex, after lower-casing
+	{443, "other.example", true, 1},    // default backends
+	{4443, "a.example", true, 0},       // exact on a rejecting service
+	{4443, "other.example", true, -1},  // default: reject
+	{80, "a.example", false, 0},        // Host
+	{80, "x.b.example", false, 1},      // Host wildcard
+	{80, "nope.example", false, -1},    // Host, rejected
+	{81, "next.example", false, 1},     // first backend refuses: the next serves (v4 only: no v6 backends)
 }
 
 func TestSNIAndHostRouting(t *testing.T) {
