@@ -30,6 +30,9 @@ type Config struct {
 	Admin string
 	// Metrics is the host:port of the Prometheus endpoint, or "".
 	Metrics string
+	// MaxPending caps the flows being set up at once (handshake done,
+	// route not yet decided). SYNs past it are refused.
+	MaxPending int
 	// Services are the listens falg routes, in file order.
 	Services []Service
 }

@@ -81,6 +81,7 @@ func TestBadConfigs(t *testing.T) {
 		{"mark one bit", "mark: 0x100\n" + base, "mark", "at least two mark bits"},
 		{"mark not contiguous", "mark: 0x101\n" + base, "mark", "contiguous"},
 		{"workers zero", "workers: 0\n" + base, "workers", "out of range"},
+		{"max_pending zero", "max_pending: 0\n" + base, "max_pending", "out of range"},
 		{"queue past end", "queue: 65535\nworkers: 2\n" + base, "workers", "past 65535"},
 		{"bad duration", strings.Replace(base, "protocol: tls", "protocol: tls\n    timeouts: {first_data: soon}", 1), "services[0].timeouts.first_data", "not a duration"},
 		{"bad source", strings.Replace(base, "protocol: tls", "protocol: tls\n    source: nat", 1), "services[0].source", "not one of"},

@@ -19,10 +19,11 @@ import (
 
 // Defaults for keys the file leaves out.
 const (
-	DefaultMark      = 0x00f00000
-	DefaultAdmin     = "/run/falg/falg.sock"
-	DefaultFirstData = 10 * time.Second
-	DefaultConnect   = 3 * time.Second
+	DefaultMark       = 0x00f00000
+	DefaultAdmin      = "/run/falg/falg.sock"
+	DefaultFirstData  = 10 * time.Second
+	DefaultConnect    = 3 * time.Second
+	DefaultMaxPending = 16384
 )
 
 // Load reads and validates the YAML file at path.
@@ -51,11 +52,17 @@ func LoadBytes(data []byte) (*Config, error) {
 func Parse(raw map[string]any) (*Config, error) {
 	var ps Problems
 	c := &Config{
-		Workers: runtime.NumCPU(),
-		Mark:    DefaultMark,
-		Admin:   DefaultAdmin,
+		Workers:    runtime.NumCPU(),
+		Mark:       DefaultMark,
+		Admin:      DefaultAdmin,
+		MaxPending: DefaultMaxPending,
 	}
-	top := object(&ps, "", raw, "queue", "workers", "fail_open", "mark", "admin", "metrics", "services")
+	top := object(&ps, "", raw, "queue", "workers", "fail_open", "mark", "admin", "metrics", "max_pending", "services")
+	if v, ok := top["max_pending"]; ok {
+		if n, ok := integer(&ps, "max_pending", v, 1, 1<<20); ok {
+			c.MaxPending = int(n)
+		}
+	}
 	if v, ok := top["queue"]; ok {
 		if n, ok := integer(&ps, "queue", v, 0, math.MaxUint16); ok {
 			c.Queue = uint16(n)

@@ -41,8 +41,6 @@ type EngineConfig struct {
 	NFT      *nftables.Conn // pending-set updates
 	Log      *slog.Logger
 	Stats    *EngineStats
-	// MaxPending caps the flows in setup; 0 means nft.DefaultPendingSize.
-	MaxPending int
 }
 
 // Engine is the handshake engine: it answers clients' SYNs itself, reads
@@ -110,14 +108,11 @@ func NewEngine(ec EngineConfig) (*Engine, error) {
 		nft:      ec.NFT,
 		byListen: map[config.Listen]*service{},
 		flows:    newTable(),
-		max:      int64(ec.MaxPending),
+		max:      int64(c.MaxPending),
 		dels:     make(chan nft.Tuple, 4096),
 		backends: map[netip.AddrPort]bool{},
 		records:  newRecords(),
 		debug:    ec.Log.Enabled(context.Background(), slog.LevelDebug),
-	}
-	if e.max == 0 {
-		e.max = nft.DefaultPendingSize
 	}
 	for i := range c.Services {
 		sc := &c.Services[i]

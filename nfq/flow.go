@@ -332,6 +332,13 @@ func (f *flow) feed() {
 			f.finish()
 			return
 		}
+		if f.svc.cfg.Default != nil && f.svc.cfg.Protocol != config.Connect && f.svc.cfg.Protocol != config.SOCKS5 {
+			// What cannot be parsed goes where unmatched names go; the
+			// backend sees the bytes as the client sent them.
+			f.name, f.consume = "", 0
+			f.decide()
+			return
+		}
 		f.fail(protocol.BadRequest, "malformed")
 	case protocol.Decided:
 		f.name, f.alpn, f.consume = d.Name, d.ALPN, d.Consume

@@ -79,11 +79,9 @@ type Ruleset struct {
 	Backends []netip.AddrPort
 }
 
-// Defaults for the pending sets.
-const (
-	DefaultPendingSize    = 65535
-	DefaultPendingTimeout = time.Minute
-)
+// DefaultPendingTimeout is how long an entry stays in a pending set
+// unless falg deletes it first.
+const DefaultPendingTimeout = time.Minute
 
 // New derives the ruleset for configuration c.
 func New(c *config.Config) *Ruleset {
@@ -93,7 +91,7 @@ func New(c *config.Config) *Ruleset {
 		Bypass:         c.FailOpen,
 		InjectMark:     c.InjectMark(),
 		FlowMark:       c.FlowMark(),
-		PendingSize:    DefaultPendingSize,
+		PendingSize:    uint32(2 * c.MaxPending), // client and backend tuples
 		PendingTimeout: DefaultPendingTimeout,
 	}
 	for _, s := range c.Services {
