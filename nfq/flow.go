@@ -332,7 +332,7 @@ func (f *flow) feed() {
 			f.finish()
 			return
 		}
-		if f.svc.cfg.Default != nil && f.svc.cfg.Protocol != config.Connect && f.svc.cfg.Protocol != config.SOCKS5 {
+		if f.svc.cfg.Default != nil && !f.svc.cfg.Protocol.NamesDestination() {
 			// What cannot be parsed goes where unmatched names go; the
 			// backend sees the bytes as the client sent them.
 			f.name, f.consume = "", 0
