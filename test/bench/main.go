@@ -1,0 +1,298 @@
+// Command bench measures falg in one namespace lab, in one run, against
+// baselines taken in the same run: bulk throughput through plain routing, a
+// static nft DNAT and a falg-spliced flow (iperf3), and the rate and router
+// CPU of short TLS connections routed by SNI, direct and through falg.
+// Machines here are noisy: read the ratios, not the absolute numbers.
+//
+//	go run ./test/bench -falg bin/falg
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"falg/test/lab"
+)
+
+var (
+	falgBin  = flag.String("falg", "bin/falg", "falg binary")
+	seconds  = flag.Int("t", 5, "seconds per iperf3 run")
+	conns    = flag.Int("n", 2000, "short connections per rate run")
+	parallel = flag.Int("c", 4, "concurrent short-connection clients")
+	rounds   = flag.Int("rounds", 2, "rounds of each bulk measurement (interleaved)")
+)
+
+const benchConfig = `
+workers: 2
+services:
+  - name: bulk
+    listen: ["10.0.0.1:5202"]
+    protocol: none
+    default: ["10.0.1.2:5201"]
+  - name: tls
+    listen: ["10.0.0.1:443"]
+    protocol: tls
+    routes:
+      - match: ["a.example"]
+        backends: ["10.0.1.3:8443"]
+    default: reject
+`
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	l, err := lab.New(ctx, lab.Options{Clients: 1, Backends: 2, Prefix: "falg-bench"})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	client, router := l.Clients[0], l.Router
+
+	if _, err := l.Start(l.Backends[0], ctx, "iperf3", "-s", "-p", "5201"); err != nil {
+		return err
+	}
+	stopTLS, err := serveTLS(l.Backends[1], 8443)
+	if err != nil {
+		return err
+	}
+	defer stopTLS()
+
+	// Static DNAT baseline on port 5203, in its own table.
+	dnat := "table ip bench { chain pre { type nat hook prerouting priority dstnat; policy accept; ip daddr 10.0.0.1 tcp dport 5203 dnat to 10.0.1.2:5201; } chain post { type nat hook postrouting priority srcnat; policy accept; } }"
+	nftCmd := router.Command(ctx, "nft", "-f", "-")
+	nftCmd.Stdin = strings.NewReader(dnat)
+	if out, err := nftCmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("dnat table: %v: %s", err, out)
+	}
+
+	dir, _ := os.MkdirTemp("", "falg-bench-")
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "falg.yaml")
+	admin := filepath.Join(dir, "falg.sock")
+	os.WriteFile(cfg, []byte("admin: "+admin+"\n"+benchConfig), 0o644)
+	falg := router.Command(ctx, *falgBin, "run", "-c", cfg, "--log-level", "warn")
+	logf, _ := os.Create(filepath.Join(dir, "falg.log"))
+	falg.Stdout, falg.Stderr = logf, logf
+	if err := l.StartCmd(falg); err != nil {
+		return err
+	}
+	if err := waitSocket(admin); err != nil {
+		return fmt.Errorf("falg did not start: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	fmt.Printf("falg bench: one lab, one run, %d s per iperf3 run, %d rounds\n\n", *seconds, *rounds)
+	targets := []struct{ name, addr string }{
+		{"plain routing", "10.0.1.2:5201"},
+		{"static nft DNAT", "10.0.0.1:5203"},
+		{"falg splice", "10.0.0.1:5202"},
+	}
+	bulk := make([][]float64, len(targets))
+	for range *rounds {
+		for i, tg := range targets {
+			gbps, err := iperf(ctx, client, tg.addr)
+			if err != nil {
+				return fmt.Errorf("%s: %w", tg.name, err)
+			}
+			bulk[i] = append(bulk[i], gbps)
+		}
+	}
+	fmt.Println("bulk, one TCP stream, client -> backend (iperf3, Gbit/s per round)")
+	for i, tg := range targets {
+		fmt.Printf("  %-16s %s   median %.1f\n", tg.name, fmtList(bulk[i]), median(bulk[i]))
+	}
+	dn, sp := median(bulk[1]), median(bulk[2])
+	fmt.Printf("  ratio splice/DNAT %.2f   splice/plain %.2f\n\n", sp/dn, sp/median(bulk[0]))
+
+	pid := falg.Process.Pid
+	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients\n", *conns, *parallel)
+	direct, _, err := rate(ctx, client, "10.0.1.3:8443", 0)
+	if err != nil {
+		return err
+	}
+	via, cpu, err := rate(ctx, client, "10.0.0.1:443", pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  direct to backend  %7.0f conn/s\n", direct)
+	fmt.Printf("  through falg (SNI) %7.0f conn/s   ratio %.2f\n", via, via/direct)
+	fmt.Printf("  falg CPU per connection: %.1f us (user+system of the falg process)\n", cpu)
+
+	falg.Process.Signal(syscall.SIGTERM)
+	l.Wait(falg)
+	return nil
+}
+
+func iperf(ctx context.Context, client *lab.NS, addr string) (float64, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := client.Command(ctx, "iperf3", "-c", host, "-p", port, "-t", strconv.Itoa(*seconds), "-J").Output()
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 -c %s: %v %s", addr, err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, err
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// rate opens conns TLS connections from client to addr, *parallel at a
+// time, each with one request and answer, and returns connections per
+// second and, with a falg pid, falg's CPU microseconds per connection.
+func rate(ctx context.Context, client *lab.NS, addr string, pid int) (float64, float64, error) {
+	cpu0 := cpuTime(pid)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, *parallel)
+	per := *conns / *parallel
+	for range *parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			for range per {
+				c, err := client.Dial(ctx, "tcp", addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				tc := tls.Client(c, &tls.Config{ServerName: "a.example", InsecureSkipVerify: true})
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := tc.Write([]byte("ping\n")); err != nil {
+					errs <- err
+					c.Close()
+					return
+				}
+				if _, err := io.ReadFull(tc, buf[:5]); err != nil {
+					errs <- err
+					c.Close()
+					return
+				}
+				tc.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, 0, fmt.Errorf("rate %s: %w", addr, err)
+	}
+	elapsed := time.Since(start)
+	n := float64(per * *parallel)
+	var cpu float64
+	if pid != 0 {
+		cpu = float64((cpuTime(pid) - cpu0).Microseconds()) / n
+	}
+	return n / elapsed.Seconds(), cpu, nil
+}
+
+// cpuTime is the user+system CPU time of process pid.
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func serveTLS(ns *lab.NS, port int) (func(), error) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"a.example"}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ln, err := ns.Listen("tcp", fmt.Sprintf("[::]:%d", port))
+	if err != nil {
+		return nil, err
+	}
+	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 5)
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(c, buf); err == nil {
+					c.Write([]byte("pong\n"))
+				}
+			}()
+		}
+	}()
+	return func() { ln.Close() }, nil
+}
+
+func waitSocket(path string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtList(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%5.1f", x)
+	}
+	return strings.Join(parts, " ")
+}
