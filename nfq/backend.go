@@ -2,6 +2,7 @@ package nfq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"falg/nft"
 	"falg/protocol"
 	"falg/route"
+	"falg/seqnat"
 )
 
 // decide routes the flow by the name its parser found.
@@ -52,7 +54,7 @@ func (f *flow) connectNext(last protocol.Outcome) {
 		}
 		if err := f.connect(addr); err != nil {
 			f.e.stats.BackendFail.Add(1)
-			f.e.log.Debug("nfq: backend skipped", "backend", addr, "err", err)
+			f.e.log.Info("nfq: backend skipped", "client", f.client, "backend", addr, "err", err)
 			continue
 		}
 		return
@@ -114,15 +116,18 @@ func (f *flow) connect(backend netip.AddrPort) error {
 		f.reserve = r
 		f.bsrc = r.addr
 	}
+	if err := f.e.clearReplyTuple(backend, f.bsrc); err != nil {
+		return err
+	}
 	f.bTuple = tuple{backend, f.bsrc}
-	if !f.e.flows.add(f.bTuple, f) {
+	if !f.e.flows.claim(f.bTuple, f) {
 		f.bTuple = tuple{}
 		return fmt.Errorf("tuple %v > %v is in use", backend, f.bsrc)
 	}
 	if !f.e.backends[backend] {
 		// Not in the static backend set: the SYN-ACK must be queued by
 		// the pending set.
-		if err := nft.AddPending(f.e.nft, nft.Tuple{Src: backend, Dst: f.bsrc}); err != nil {
+		if err := nft.AddPending(f.e.nftAdd, nft.Tuple{Src: backend, Dst: f.bsrc}); err != nil {
 			return err
 		}
 		f.addedPend = true
@@ -193,6 +198,31 @@ func (f *flow) backendPacket(q *Queue, p *Packet, s *segment) {
 	case s.flags&(flagSYN|flagACK) == flagSYN|flagACK && s.ack == f.bISN+1:
 		f.handover(s)
 	}
+}
+
+var errTupleBusy = errors.New("an established connection already uses this backend tuple")
+
+// clearReplyTuple makes sure no conntrack entry already answers from
+// backend to src: the entry falg creates needs that reply tuple, and on a
+// clash the kernel would quietly remap the source port of falg's entry, so
+// the backend would get the flow's bytes on a connection it never saw. Such
+// an entry is the client's own past connection to the backend (source:
+// client): one that is over is deleted; a live one makes this backend
+// unusable for this flow.
+func (e *Engine) clearReplyTuple(backend, src netip.AddrPort) error {
+	old, err := e.ct.Get(unix.IPPROTO_TCP, seqnat.Tuple{Src: backend, Dst: src})
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return err
+	case old.TCP != nil && old.TCP.State == seqnat.TCPStateEstablished:
+		return errTupleBusy
+	}
+	if err := e.ct.Delete(unix.IPPROTO_TCP, old.Orig); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
 }
 
 // portReservation holds a router port for a SNAT flow: a bound socket, so

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/google/nftables"
 
@@ -29,6 +28,7 @@ type EngineStats struct {
 	Failed      atomic.Uint64 // flows no backend took
 	PendingFull atomic.Uint64 // SYNs refused: too many flows in setup
 	Unknown     atomic.Uint64 // queued packets of no flow falg sets up: accepted
+	Late        atomic.Uint64 // packets of handed-over flows queued before their pending entry went
 	Undecodable atomic.Uint64 // queued packets that did not parse
 	HandoverErr atomic.Uint64 // conntrack creates that failed
 	Pending     atomic.Int64  // flows in setup now
@@ -38,7 +38,6 @@ type EngineStats struct {
 type EngineConfig struct {
 	Config   *config.Config
 	Injector *Injector
-	NFT      *nftables.Conn // pending-set updates
 	Log      *slog.Logger
 	Stats    *EngineStats
 }
@@ -52,7 +51,8 @@ type Engine struct {
 	stats    *EngineStats
 	inj      *Injector
 	ct       *seqnat.Conn
-	nft      *nftables.Conn
+	nftDel   *nftables.Conn // pending deletes: deleteLoop only
+	nftAdd   *nftables.Conn // pending adds, for backends outside the static set
 	services []*service
 	byListen map[config.Listen]*service
 	flows    *table
@@ -93,19 +93,13 @@ func (s *service) release(p protocol.Parser) {
 func parserName(p config.Protocol) string { return string(p) }
 
 // NewEngine prepares an engine for c. Close releases it.
-func NewEngine(ec EngineConfig) (*Engine, error) {
+func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 	c := ec.Config
-	ct, err := seqnat.Dial()
-	if err != nil {
-		return nil, err
-	}
 	e := &Engine{
 		cfg:      c,
 		log:      ec.Log,
 		stats:    ec.Stats,
 		inj:      ec.Injector,
-		ct:       ct,
-		nft:      ec.NFT,
 		byListen: map[config.Listen]*service{},
 		flows:    newTable(),
 		max:      int64(c.MaxPending),
@@ -121,12 +115,10 @@ func NewEngine(ec EngineConfig) (*Engine, error) {
 		}
 		rt, err := route.New(sc)
 		if err != nil {
-			ct.Close()
 			return nil, err
 		}
 		s := &service{cfg: sc, index: i, routes: rt}
 		if _, err := s.parser(); err != nil {
-			ct.Close()
 			return nil, fmt.Errorf("nfq: service %s: %w", sc.Name, err)
 		}
 		e.services = append(e.services, s)
@@ -135,12 +127,29 @@ func NewEngine(ec EngineConfig) (*Engine, error) {
 		}
 		for _, r := range sc.Routes {
 			for _, b := range r.Backends {
-				e.backends[b.Addr] = !b.Requested
+				if !b.Requested {
+					e.backends[b.Addr] = true
+				}
 			}
 		}
 		for _, b := range sc.Default {
 			e.backends[b.Addr] = true
 		}
+	}
+
+	defer func() {
+		if err != nil {
+			e.closeSockets()
+		}
+	}()
+	if e.ct, err = seqnat.Dial(); err != nil {
+		return nil, err
+	}
+	if e.nftDel, err = nftables.New(nftables.AsLasting()); err != nil {
+		return nil, fmt.Errorf("nfq: nftables: %w", err)
+	}
+	if e.nftAdd, err = nftables.New(nftables.AsLasting()); err != nil {
+		return nil, fmt.Errorf("nfq: nftables: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
@@ -156,6 +165,18 @@ func NewEngine(ec EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
+func (e *Engine) closeSockets() {
+	if e.ct != nil {
+		e.ct.Close()
+	}
+	if e.nftDel != nil {
+		e.nftDel.CloseLasting()
+	}
+	if e.nftAdd != nil {
+		e.nftAdd.CloseLasting()
+	}
+}
+
 // Close stops the engine's goroutines, aborts the flows still in setup and
 // closes its sockets.
 func (e *Engine) Close() error {
@@ -167,7 +188,8 @@ func (e *Engine) Close() error {
 	e.stop()
 	e.wg.Wait()
 	e.records.closeAll()
-	return e.ct.Close()
+	e.closeSockets()
+	return nil
 }
 
 // Records are the spliced flows falg knows the names of.
@@ -200,13 +222,19 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 		q.Verdict(p.ID, Drop)
 		return
 	}
+	syn := s.flags&(flagSYN|flagACK|flagRST|flagFIN) == flagSYN
 	if f := e.flows.get(tuple{s.src, s.dst}); f != nil {
 		f.mu.Lock()
-		f.packet(q, p, &s)
+		if !(syn && f.over() && s.seq != f.cISN) {
+			f.packet(q, p, &s)
+			f.mu.Unlock()
+			return
+		}
+		// A new connection on the tuple of a flow that is over.
 		f.mu.Unlock()
-		return
+		e.flows.del(tuple{s.src, s.dst}, f)
 	}
-	if s.flags&(flagSYN|flagACK|flagRST|flagFIN) == flagSYN {
+	if syn {
 		if svc := e.lookupService(s.dst); svc != nil {
 			e.newFlow(q, p, &s, svc)
 			return
@@ -219,33 +247,31 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 	q.Verdict(p.ID, Accept)
 }
 
-// deleteLoop removes handed-over flows from the pending sets in batches:
-// each nft transaction is a full commit, too dear to pay once per flow.
+// deleteLoop removes handed-over flows from the pending sets. It commits
+// as soon as there is something to delete, with everything that arrived
+// meanwhile: at a low rate a flow leaves the set within one commit, before
+// its next packets arrive; at a high rate the commits, each a full nft
+// transaction, carry many flows.
 func (e *Engine) deleteLoop(ctx context.Context) {
-	var batch []nft.Tuple
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		if err := nft.DelPending(e.nft, batch...); err != nil {
-			e.log.Warn("nfq: delete pending flows", "n", len(batch), "err", err)
-		}
-		batch = batch[:0]
-	}
+	batch := make([]nft.Tuple, 0, 256)
 	for {
 		select {
 		case <-ctx.Done():
-			flush()
 			return
 		case t := <-e.dels:
-			batch = append(batch, t)
-			if len(batch) >= 256 {
-				flush()
+			batch = append(batch[:0], t)
+		}
+	drain:
+		for len(batch) < cap(batch) {
+			select {
+			case t := <-e.dels:
+				batch = append(batch, t)
+			default:
+				break drain
 			}
-		case <-tick.C:
-			flush()
+		}
+		if err := nft.DelPending(e.nftDel, batch...); err != nil {
+			e.log.Warn("nfq: delete pending flows", "n", len(batch), "err", err)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"falg/config"
@@ -42,6 +43,7 @@ type held struct {
 // flow is one connection being set up. Every field is guarded by mu.
 type flow struct {
 	mu    sync.Mutex
+	done  atomic.Bool // state is spliced or closed; readable without mu
 	e     *Engine
 	svc   *service
 	state state
@@ -117,7 +119,7 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 		cWin:   s.window,
 		parser: parser,
 	}
-	if !e.flows.add(tuple{s.src, s.dst}, f) {
+	if !e.flows.claim(tuple{s.src, s.dst}, f) {
 		// Another queue made this flow a moment ago.
 		e.stats.Pending.Add(-1)
 		svc.release(parser)
@@ -212,10 +214,14 @@ func (f *flow) disarm() {
 	}
 }
 
+// over reports whether falg is done with the flow.
+func (f *flow) over() bool { return f.state == spliced || f.state == closed }
+
 // packet handles a queued packet of the flow, from either side.
 func (f *flow) packet(q *Queue, p *Packet, s *segment) {
 	switch f.state {
 	case spliced:
+		f.e.stats.Late.Add(1)
 		q.Verdict(p.ID, Accept)
 		return
 	case closed:
@@ -403,6 +409,7 @@ func (f *flow) abort() {
 	}
 	f.held = nil
 	f.state = closed
+	f.done.Store(true)
 	f.release()
 }
 

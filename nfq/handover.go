@@ -85,6 +85,7 @@ func (f *flow) handover(synack *segment) {
 			flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: reply})
 	}
 	f.state = spliced
+	f.done.Store(true)
 	f.e.stats.Spliced.Add(1)
 	setup := time.Since(f.start)
 	f.e.records.add(Record{

@@ -44,12 +44,13 @@ func (t *table) get(k tuple) *flow {
 	return f
 }
 
-// add maps k to f unless k is taken; it reports whether it did.
-func (t *table) add(k tuple, f *flow) bool {
+// claim maps k to f unless a flow falg is still setting up holds it; a
+// finished flow lingering on k gives way. It reports whether it did.
+func (t *table) claim(k tuple, f *flow) bool {
 	s := &t.shards[t.shard(k)]
 	s.Lock()
 	defer s.Unlock()
-	if _, taken := s.m[k]; taken {
+	if old, taken := s.m[k]; taken && !old.done.Load() {
 		return false
 	}
 	s.m[k] = f

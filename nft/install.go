@@ -123,6 +123,7 @@ func (r *Ruleset) Install(c *nftables.Conn, kind QueueKind) error {
 		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
 	}
 	pre := chain(ChainPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw)
+	back := chain(ChainBackends, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityMangle)
 	out := chain(ChainOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityRaw)
 	fwd := chain(ChainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
 	chain(ChainNATPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
@@ -130,6 +131,9 @@ func (r *Ruleset) Install(c *nftables.Conn, kind QueueKind) error {
 
 	for _, ru := range r.preroutingRules() {
 		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: r.exprs(ru, sets, kind)})
+	}
+	for _, ru := range r.backendRules() {
+		c.AddRule(&nftables.Rule{Table: t, Chain: back, Exprs: r.exprs(ru, sets, kind)})
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: r.exprs(rule{notrack: r.InjectMark}, sets, kind)})
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: r.exprs(rule{ctMark: r.FlowMark}, sets, kind)})
@@ -158,6 +162,14 @@ func (r *Ruleset) exprs(ru rule, sets map[string]*nftables.Set, kind QueueKind) 
 	}
 	var e []expr.Any
 	v6 := ru.family == nfproto6
+	if ru.invalid {
+		e = append(e,
+			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitINVALID), Xor: []byte{0, 0, 0, 0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		)
+	}
 	e = append(e,
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ru.family}},

@@ -35,8 +35,9 @@ func TestRulesetText(t *testing.T) {
 		"ip6 daddr fd00::1 tcp dport 443 tcp flags syn / fin,syn,rst,ack add @pending6 { ip6 saddr . tcp sport . ip6 daddr . tcp dport } counter queue num 0-1",
 		"ip daddr 10.0.0.1 udp dport 53 counter queue num 0-1",
 		"ip saddr . tcp sport . ip daddr . tcp dport @pending4 counter queue num 0-1",
-		"ip saddr . tcp sport @backends4 tcp flags syn,ack / fin,syn,rst,ack counter queue num 0-1",
-		"ip6 saddr . tcp sport @backends6 tcp flags & rst == rst counter queue num 0-1",
+		"ct state invalid ip saddr . tcp sport @backends4 tcp flags syn,ack / fin,syn,rst,ack counter queue num 0-1",
+		"ct state invalid ip6 saddr . tcp sport @backends6 tcp flags & rst == rst counter queue num 0-1",
+		"type filter hook prerouting priority mangle; policy accept;",
 		"meta mark & 0x00100000 == 0x00100000 notrack",
 		"ct mark & 0x00200000 == 0x00200000 counter",
 		"type nat hook postrouting priority srcnat; policy accept;",
@@ -183,12 +184,18 @@ func TestInstallXTInfo(t *testing.T) {
 			}
 			t.Fatal(err)
 		}
-		rules, err := c.GetRules(&nftables.Table{Name: Table, Family: nftables.TableFamilyINet}, &nftables.Chain{Name: ChainPrerouting})
+		tb := &nftables.Table{Name: Table, Family: nftables.TableFamilyINet}
+		rules, err := c.GetRules(tb, &nftables.Chain{Name: ChainPrerouting})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rules) != len(r.preroutingRules()) {
-			t.Fatalf("%d rules installed, want %d", len(rules), len(r.preroutingRules()))
+		back, err := c.GetRules(tb, &nftables.Chain{Name: ChainBackends})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, back...)
+		if want := len(r.preroutingRules()) + len(r.backendRules()); len(rules) != want {
+			t.Fatalf("%d rules installed, want %d", len(rules), want)
 		}
 		for _, ru := range rules {
 			switch q := ru.Exprs[len(ru.Exprs)-1].(type) {

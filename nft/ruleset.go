@@ -16,6 +16,7 @@ const Table = "falg"
 // Chain names in the table.
 const (
 	ChainPrerouting     = "prerouting"      // raw priority: queue first packets
+	ChainBackends       = "backend_replies" // mangle priority: queue backends' answers to falg
 	ChainOutput         = "output"          // raw priority: notrack injected packets
 	ChainForward        = "forward"         // filter priority: counts spliced flows by ct mark
 	ChainNATPrerouting  = "nat_prerouting"  // empty: makes NAT hooks register
@@ -131,6 +132,7 @@ type rule struct {
 	synOnly  bool       // tcp flags syn / fin,syn,rst,ack
 	synAck   bool       // tcp flags syn,ack / fin,syn,rst,ack
 	rst      bool       // tcp flags & rst == rst
+	invalid  bool       // ct state invalid: conntrack has no entry for it
 	addSet   string     // add the 4-tuple to this pending set
 	inSet    string     // match the 4-tuple against this pending set
 	srcInSet string     // match saddr . sport against this backend set
@@ -177,15 +179,23 @@ func (r *Ruleset) preroutingRules() []rule {
 	for _, f := range []byte{nfproto4, nfproto6} {
 		rules = append(rules, rule{family: f, proto: TCP, inSet: pendingSet(f), queue: true})
 	}
-	// Backends answer falg's SYNs with a SYN-ACK, or refuse with a RST.
+	return rules
+}
+
+// backendRules catch the backends' answers to falg's SYNs: a SYN-ACK, or a
+// RST. They run after conntrack and take only packets it has no entry for,
+// so traffic of spliced flows and of other clients of the same backends
+// never reaches the queue.
+func (r *Ruleset) backendRules() []rule {
+	var rules []rule
 	for _, b := range []struct {
 		family byte
 		set    string
 	}{{nfproto4, SetBackends4}, {nfproto6, SetBackends6}} {
 		if r.hasBackends(b.family) {
 			rules = append(rules,
-				rule{family: b.family, proto: TCP, srcInSet: b.set, synAck: true, queue: true},
-				rule{family: b.family, proto: TCP, srcInSet: b.set, rst: true, queue: true})
+				rule{family: b.family, proto: TCP, invalid: true, srcInSet: b.set, synAck: true, queue: true},
+				rule{family: b.family, proto: TCP, invalid: true, srcInSet: b.set, rst: true, queue: true})
 		}
 	}
 	return rules
@@ -247,6 +257,7 @@ func (r *Ruleset) String() string {
 		rules      []rule
 	}{
 		{ChainPrerouting, "type filter hook prerouting priority raw; policy accept;", r.preroutingRules()},
+		{ChainBackends, "type filter hook prerouting priority mangle; policy accept;", r.backendRules()},
 		{ChainOutput, "type filter hook output priority raw; policy accept;", []rule{{notrack: r.InjectMark}}},
 		{ChainForward, "type filter hook forward priority filter; policy accept;", []rule{{ctMark: r.FlowMark}}},
 		{ChainNATPrerouting, "type nat hook prerouting priority dstnat; policy accept;", nil},
@@ -279,6 +290,9 @@ func (r *Ruleset) text(ru rule) string {
 		return fmt.Sprintf("meta mark & 0x%08x == 0x%08x notrack", ru.notrack, ru.notrack)
 	case ru.ctMark != 0:
 		return fmt.Sprintf("ct mark & 0x%08x == 0x%08x counter", ru.ctMark, ru.ctMark)
+	}
+	if ru.invalid {
+		parts = append(parts, "ct state invalid")
 	}
 	switch {
 	case ru.daddr.IsValid():

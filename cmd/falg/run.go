@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -74,6 +75,8 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	}
 	stats, es := &nfq.Stats{}, &nfq.EngineStats{}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		serveJSON(w, map[string]int64{
 			"queued":       int64(stats.Queued.Load()),
@@ -90,6 +93,7 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 			"failed":       int64(es.Failed.Load()),
 			"pending_full": int64(es.PendingFull.Load()),
 			"unknown":      int64(es.Unknown.Load()),
+			"late":         int64(es.Late.Load()),
 			"undecodable":  int64(es.Undecodable.Load()),
 			"handover_err": int64(es.HandoverErr.Load()),
 			"pending":      es.Pending.Load(),
@@ -130,7 +134,7 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	}
 	defer inj.Close()
 
-	eng, err := nfq.NewEngine(nfq.EngineConfig{Config: c, Injector: inj, NFT: nc, Log: log, Stats: es})
+	eng, err := nfq.NewEngine(nfq.EngineConfig{Config: c, Injector: inj, Log: log, Stats: es})
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,9 @@ var (
 	conns    = flag.Int("n", 2000, "short connections per rate run")
 	parallel = flag.Int("c", 4, "concurrent short-connection clients")
 	rounds   = flag.Int("rounds", 2, "rounds of each bulk measurement (interleaved)")
+	logLevel = flag.String("log", "warn", "falg log level")
+	keepLog  = flag.String("keep-log", "", "copy falg's log here")
+	profile  = flag.String("profile", "", "write a CPU profile of falg during the rate test here")
 )
 
 const benchConfig = `
@@ -77,14 +81,29 @@ func run() error {
 	if _, err := l.Start(l.Backends[0], ctx, "iperf3", "-s", "-p", "5201"); err != nil {
 		return err
 	}
-	stopTLS, err := serveTLS(l.Backends[1], 8443)
-	if err != nil {
-		return err
+	// The TLS backend listens on two ports: 8444 for direct connections,
+	// 8443 for falg's. With source: client a direct connection and a
+	// spliced one from the same client port would share a tuple.
+	for _, port := range []int{8443, 8444} {
+		stop, err := serveTLS(l.Backends[1], port)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
-	defer stopTLS()
 
 	// Static DNAT baseline on port 5203, in its own table.
-	dnat := "table ip bench { chain pre { type nat hook prerouting priority dstnat; policy accept; ip daddr 10.0.0.1 tcp dport 5203 dnat to 10.0.1.2:5201; } chain post { type nat hook postrouting priority srcnat; policy accept; } }"
+	dnat := `table ip bench {
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 10.0.0.1 tcp dport 5203 dnat to 10.0.1.2:5201
+		ip daddr 10.0.0.1 tcp dport 5443 dnat to 10.0.1.3:8444
+	}
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+	}
+}
+`
 	nftCmd := router.Command(ctx, "nft", "-f", "-")
 	nftCmd.Stdin = strings.NewReader(dnat)
 	if out, err := nftCmd.CombinedOutput(); err != nil {
@@ -93,10 +112,11 @@ func run() error {
 
 	dir, _ := os.MkdirTemp("", "falg-bench-")
 	defer os.RemoveAll(dir)
+	defer copyLog(dir)
 	cfg := filepath.Join(dir, "falg.yaml")
 	admin := filepath.Join(dir, "falg.sock")
 	os.WriteFile(cfg, []byte("admin: "+admin+"\n"+benchConfig), 0o644)
-	falg := router.Command(ctx, *falgBin, "run", "-c", cfg, "--log-level", "warn")
+	falg := router.Command(ctx, *falgBin, "run", "-c", cfg, "--log-level", *logLevel)
 	logf, _ := os.Create(filepath.Join(dir, "falg.log"))
 	falg.Stdout, falg.Stderr = logf, logf
 	if err := l.StartCmd(falg); err != nil {
@@ -132,21 +152,61 @@ func run() error {
 
 	pid := falg.Process.Pid
 	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients\n", *conns, *parallel)
-	direct, _, err := rate(ctx, client, "10.0.1.3:8443", 0)
+	direct, _, err := rate(ctx, client, "10.0.1.3:8444", 0)
 	if err != nil {
 		return err
 	}
+	sys0 := systemCPU()
+	viaDNAT, _, err := rate(ctx, client, "10.0.0.1:5443", 0)
+	if err != nil {
+		return err
+	}
+	dnatCPU := float64((systemCPU() - sys0).Microseconds()) / float64(*conns)
+	if *profile != "" {
+		go func() {
+			c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return net.Dial("unix", admin)
+			}}}
+			resp, err := c.Get("http://falg/debug/pprof/profile?seconds=3")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "profile:", err)
+				return
+			}
+			defer resp.Body.Close()
+			f, _ := os.Create(*profile)
+			io.Copy(f, resp.Body)
+			f.Close()
+		}()
+	}
+	sys0 = systemCPU()
 	via, cpu, err := rate(ctx, client, "10.0.0.1:443", pid)
 	if err != nil {
 		return err
 	}
+	falgCPU := float64((systemCPU() - sys0).Microseconds()) / float64(*conns)
 	fmt.Printf("  direct to backend  %7.0f conn/s\n", direct)
-	fmt.Printf("  through falg (SNI) %7.0f conn/s   ratio %.2f\n", via, via/direct)
-	fmt.Printf("  falg CPU per connection: %.1f us (user+system of the falg process)\n", cpu)
+	fmt.Printf("  static nft DNAT    %7.0f conn/s   %6.0f us machine CPU per connection\n", viaDNAT, dnatCPU)
+	fmt.Printf("  through falg (SNI) %7.0f conn/s   %6.0f us machine CPU per connection\n", via, falgCPU)
+	fmt.Printf("  ratio falg/DNAT %.2f conn/s; falg adds %.0f us of machine CPU per connection\n", via/viaDNAT, falgCPU-dnatCPU)
+	fmt.Printf("  falg process CPU per connection: %.0f us (user+system; includes the kernel's\n", cpu)
+	fmt.Printf("    forwarding of the packets falg accepts or injects, and in this one-machine lab\n")
+	fmt.Printf("    the receiving namespaces' processing of them)\n")
+	if st, err := stats(admin); err == nil && st["flows"] > 0 {
+		n := float64(st["flows"])
+		fmt.Printf("  per connection: %.1f packets queued (%.1f accepted, %.1f dropped), %.1f of them after the hand-over\n",
+			float64(st["queued"])/n, float64(st["accepted"])/n, float64(st["dropped"])/n, float64(st["unknown"]+st["late"])/n)
+	}
 
 	falg.Process.Signal(syscall.SIGTERM)
 	l.Wait(falg)
 	return nil
+}
+
+func copyLog(dir string) {
+	if *keepLog != "" {
+		b, _ := os.ReadFile(filepath.Join(dir, "falg.log"))
+		os.WriteFile(*keepLog, b, 0o644)
+	}
 }
 
 func iperf(ctx context.Context, client *lab.NS, addr string) (float64, error) {
@@ -218,6 +278,24 @@ func rate(ctx context.Context, client *lab.NS, addr string, pid int) (float64, f
 	return n / elapsed.Seconds(), cpu, nil
 }
 
+// systemCPU is the machine's busy CPU time (all but idle and iowait),
+// from /proc/stat.
+func systemCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:]
+	var busy int64
+	for i, v := range f {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 { // idle, iowait; guest time is inside user
+			busy += n
+		}
+	}
+	return time.Duration(busy) * time.Second / 100
+}
+
 // cpuTime is the user+system CPU time of process pid.
 func cpuTime(pid int) time.Duration {
 	if pid == 0 {
@@ -230,6 +308,9 @@ func cpuTime(pid int) time.Duration {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
+	if os.Getenv("BENCH_SPLIT") != "" {
+		fmt.Fprintf(os.Stderr, "pid %d utime %d stime %d (1/100 s)\n", pid, ut, st)
+	}
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
@@ -260,6 +341,19 @@ func serveTLS(ns *lab.NS, port int) (func(), error) {
 		}
 	}()
 	return func() { ln.Close() }, nil
+}
+
+func stats(admin string) (map[string]int64, error) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", admin)
+	}}}
+	resp, err := c.Get("http://falg/stats")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var m map[string]int64
+	return m, json.NewDecoder(resp.Body).Decode(&m)
 }
 
 func waitSocket(path string) error {
