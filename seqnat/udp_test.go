@@ -21,6 +21,12 @@ type udpLab struct {
 func newUDPLab(t *testing.T) udpLab {
 	t.Helper()
 	l := udpLab{client: newNS(t, "c"), router: newNS(t, "r"), server: newNS(t, "s")}
+	for _, ns := range []string{l.client, l.router, l.server} {
+		// No duplicate address detection, also for link-local addresses:
+		// neighbour discovery would wait for it.
+		sysctl(t, ns, "net.ipv6.conf.default.accept_dad", "0")
+		sysctl(t, ns, "net.ipv6.conf.all.accept_dad", "0")
+	}
 	run(t, "ip", "-n", l.client, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", l.router)
 	run(t, "ip", "-n", l.server, "link", "add", "s0", "type", "veth", "peer", "name", "r1", "netns", l.router)
 	for _, c := range [][]string{
