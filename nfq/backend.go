@@ -116,7 +116,7 @@ func (f *flow) connect(backend netip.AddrPort) error {
 		f.reserve = r
 		f.bsrc = r.addr
 	}
-	if err := f.e.clearReplyTuple(backend, f.bsrc); err != nil {
+	if err := f.e.clearReplyTuple(backend, f.bsrc, tuple{f.client, f.asked}); err != nil {
 		return err
 	}
 	f.bTuple = tuple{backend, f.bsrc}
@@ -207,16 +207,21 @@ var errTupleBusy = errors.New("an established connection already uses this backe
 // clash the kernel would quietly remap the source port of falg's entry, so
 // the backend would get the flow's bytes on a connection it never saw. Such
 // an entry is the client's own past connection to the backend (source:
-// client): one that is over is deleted; a live one makes this backend
-// unusable for this flow.
-func (e *Engine) clearReplyTuple(backend, src netip.AddrPort) error {
+// client), or an earlier spliced flow of the same client port (orig). One
+// that is over is deleted, and so is an earlier spliced flow on the very
+// tuple the client now opens again: the client's new SYN proves it over,
+// even when conntrack still calls it established (a backend's RST does not
+// move a seqadj entry out of ESTABLISHED: see docs/design.md). Any other
+// live entry makes this backend unusable for this flow.
+func (e *Engine) clearReplyTuple(backend, src netip.AddrPort, orig tuple) error {
 	old, err := e.ct.Get(unix.IPPROTO_TCP, seqnat.Tuple{Src: backend, Dst: src})
+	reopened := old.Mark&e.cfg.FlowMark() != 0 && old.Orig == seqnat.Tuple{Src: orig.src, Dst: orig.dst}
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil
 	case err != nil:
 		return err
-	case old.TCP != nil && old.TCP.State == seqnat.TCPStateEstablished:
+	case old.TCP != nil && old.TCP.State == seqnat.TCPStateEstablished && !reopened:
 		return errTupleBusy
 	}
 	if err := e.ct.Delete(unix.IPPROTO_TCP, old.Orig); err != nil && !errors.Is(err, unix.ENOENT) {

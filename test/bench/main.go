@@ -151,43 +151,40 @@ func run() error {
 	fmt.Printf("  ratio splice/DNAT %.2f   splice/plain %.2f\n\n", sp/dn, sp/median(bulk[0]))
 
 	pid := falg.Process.Pid
-	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients\n", *conns, *parallel)
+	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients, %d rounds\n", *conns, *parallel, *rounds)
 	direct, _, err := rate(ctx, client, "10.0.1.3:8444", 0)
 	if err != nil {
 		return err
 	}
-	sys0 := systemCPU()
-	viaDNAT, _, err := rate(ctx, client, "10.0.0.1:5443", 0)
-	if err != nil {
-		return err
+	var dnatRate, dnatCPU, falgRate, falgCPU, falgProc []float64
+	for r := range *rounds {
+		sys0 := systemCPU()
+		v, _, err := rate(ctx, client, "10.0.0.1:5443", 0)
+		if err != nil {
+			return err
+		}
+		dnatRate = append(dnatRate, v)
+		dnatCPU = append(dnatCPU, float64((systemCPU()-sys0).Microseconds())/float64(*conns))
+		if *profile != "" && r == *rounds-1 {
+			go saveProfile(admin)
+		}
+		sys0 = systemCPU()
+		v, proc, err := rate(ctx, client, "10.0.0.1:443", pid)
+		if err != nil {
+			return err
+		}
+		falgRate = append(falgRate, v)
+		falgCPU = append(falgCPU, float64((systemCPU()-sys0).Microseconds())/float64(*conns))
+		falgProc = append(falgProc, proc)
 	}
-	dnatCPU := float64((systemCPU() - sys0).Microseconds()) / float64(*conns)
-	if *profile != "" {
-		go func() {
-			c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return net.Dial("unix", admin)
-			}}}
-			resp, err := c.Get("http://falg/debug/pprof/profile?seconds=3")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "profile:", err)
-				return
-			}
-			defer resp.Body.Close()
-			f, _ := os.Create(*profile)
-			io.Copy(f, resp.Body)
-			f.Close()
-		}()
-	}
-	sys0 = systemCPU()
-	via, cpu, err := rate(ctx, client, "10.0.0.1:443", pid)
-	if err != nil {
-		return err
-	}
-	falgCPU := float64((systemCPU() - sys0).Microseconds()) / float64(*conns)
+	cpu := median(falgProc)
 	fmt.Printf("  direct to backend  %7.0f conn/s\n", direct)
-	fmt.Printf("  static nft DNAT    %7.0f conn/s   %6.0f us machine CPU per connection\n", viaDNAT, dnatCPU)
-	fmt.Printf("  through falg (SNI) %7.0f conn/s   %6.0f us machine CPU per connection\n", via, falgCPU)
-	fmt.Printf("  ratio falg/DNAT %.2f conn/s; falg adds %.0f us of machine CPU per connection\n", via/viaDNAT, falgCPU-dnatCPU)
+	fmt.Printf("  static nft DNAT    %7.0f conn/s   %6.0f us machine CPU per connection   (rounds: %s)\n",
+		median(dnatRate), median(dnatCPU), fmtList(dnatCPU))
+	fmt.Printf("  through falg (SNI) %7.0f conn/s   %6.0f us machine CPU per connection   (rounds: %s)\n",
+		median(falgRate), median(falgCPU), fmtList(falgCPU))
+	fmt.Printf("  ratio falg/DNAT %.2f conn/s; falg adds %.0f us of machine CPU per connection\n",
+		median(falgRate)/median(dnatRate), median(falgCPU)-median(dnatCPU))
 	fmt.Printf("  falg process CPU per connection: %.0f us (user+system; includes the kernel's\n", cpu)
 	fmt.Printf("    forwarding of the packets falg accepts or injects, and in this one-machine lab\n")
 	fmt.Printf("    the receiving namespaces' processing of them)\n")
@@ -308,9 +305,6 @@ func cpuTime(pid int) time.Duration {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	if os.Getenv("BENCH_SPLIT") != "" {
-		fmt.Fprintf(os.Stderr, "pid %d utime %d stime %d (1/100 s)\n", pid, ut, st)
-	}
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
@@ -341,6 +335,26 @@ func serveTLS(ns *lab.NS, port int) (func(), error) {
 		}
 	}()
 	return func() { ln.Close() }, nil
+}
+
+// saveProfile writes a 3-second CPU profile of falg to -profile.
+func saveProfile(admin string) {
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", admin)
+	}}}
+	resp, err := c.Get("http://falg/debug/pprof/profile?seconds=3")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(*profile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	io.Copy(f, resp.Body)
+	f.Close()
 }
 
 func stats(admin string) (map[string]int64, error) {
@@ -386,7 +400,11 @@ func median(xs []float64) float64 {
 func fmtList(xs []float64) string {
 	parts := make([]string, len(xs))
 	for i, x := range xs {
-		parts[i] = fmt.Sprintf("%5.1f", x)
+		if x >= 100 {
+			parts[i] = fmt.Sprintf("%.0f", x)
+		} else {
+			parts[i] = fmt.Sprintf("%5.1f", x)
+		}
 	}
 	return strings.Join(parts, " ")
 }
