@@ -73,9 +73,10 @@ func (p Protocol) TCP() bool { return p != UDP }
 func (p Protocol) UDP() bool { return p == UDP || p == DNS }
 
 // NamesDestination reports whether the client names the destination
-// host:port itself, so that a route may use the requested backend.
+// host:port itself (for proxy: the PROXY header's destination), so that a
+// route may use the requested backend.
 func (p Protocol) NamesDestination() bool {
-	return p == Connect || p == SOCKS5 || p == Instruction
+	return p == Connect || p == SOCKS5 || p == Instruction || p == Proxy
 }
 
 // Named reports whether the protocol yields a name to route on.
@@ -96,6 +97,10 @@ type Service struct {
 	Default []Backend
 	// Balance is how Default picks among its backends.
 	Balance Balance
+	// Users are the user names and passwords connect (Proxy-Authorization:
+	// Basic) and socks5 (RFC 1929) clients must present; nil means none.
+	// They are read from the file the users key names.
+	Users map[string]string
 }
 
 // Source says which address the backend sees.

@@ -92,6 +92,9 @@ func TestBadConfigs(t *testing.T) {
 		{"relative admin", "admin: falg.sock\n" + base, "admin", "absolute path"},
 		{"bad metrics", "metrics: localhost\n" + base, "metrics", "missing port"},
 		{"service not a mapping", "services: [web]\n", "services[0]", "want a mapping"},
+		{"users file missing", strings.Replace(base, "protocol: tls", "protocol: connect\n    users: /nonexistent/users", 1), "services[0].users", "no such file"},
+		{"users on tls", strings.Replace(base, "protocol: tls", "protocol: tls\n    users: testdata/users", 1), "services[0].users", "only connect and socks5"},
+		{"users bad line", strings.Replace(base, "protocol: tls", "protocol: socks5\n    users: testdata/users-bad", 1), "services[0].users", "users-bad:2: want name:password"},
 		{"missing protocol", strings.Replace(base, "    protocol: tls\n", "", 1), "services[0].protocol", "required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,5 +131,17 @@ func TestKeysCaseInsensitive(t *testing.T) {
 	}
 	if c.Workers != 3 || c.Services[0].Protocol != TLS {
 		t.Fatalf("got workers %d protocol %q", c.Workers, c.Services[0].Protocol)
+	}
+}
+
+func TestUsersFile(t *testing.T) {
+	y := strings.Replace(base, "protocol: tls", "protocol: socks5\n    users: testdata/users", 1)
+	y = strings.Replace(y, `"a.example"`, `"a.example:443"`, 1)
+	c, err := LoadBytes([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Services[0].Users; len(u) != 2 || u["bob"] != "builder" {
+		t.Fatalf("users = %v", u)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -130,6 +131,31 @@ func Parse(raw map[string]any) (*Config, error) {
 	return c, nil
 }
 
+// readUsers reads a users file: one "name:password" per line; blank lines
+// and lines starting with # are skipped.
+func readUsers(file string) (map[string]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	users := map[string]string{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, pass, ok := strings.Cut(line, ":")
+		if !ok || name == "" || len(name) > 255 || len(pass) > 255 {
+			return nil, fmt.Errorf("%s:%d: want name:password (each at most 255 bytes)", file, i+1)
+		}
+		users[name] = pass
+	}
+	if len(users) == 0 {
+		return nil, fmt.Errorf("%s: no users", file)
+	}
+	return users, nil
+}
+
 func checkMark(ps *Problems, m uint32) {
 	switch {
 	case bits.OnesCount32(m) < 2:
@@ -150,7 +176,7 @@ func parseService(ps *Problems, path string, v any) Service {
 		Balance:       RoundRobin,
 	}
 	m := object(ps, path, v, "name", "listen", "protocol", "source", "proxy_protocol",
-		"accept_proxy", "dataplane", "timeouts", "routes", "default", "balance")
+		"accept_proxy", "dataplane", "timeouts", "routes", "default", "balance", "users")
 	if m == nil {
 		return s
 	}
@@ -219,6 +245,19 @@ func parseService(ps *Problems, path string, v any) Service {
 	if v, ok := m["balance"]; ok {
 		if b, ok := enum(ps, path+".balance", v, RoundRobin, SourceHash, Random); ok {
 			s.Balance = b
+		}
+	}
+	if v, ok := m["users"]; ok {
+		if file, ok := str(ps, path+".users", v); ok {
+			users, err := readUsers(file)
+			switch {
+			case err != nil:
+				ps.add(path+".users", "%v", err)
+			case s.Protocol != "" && s.Protocol != Connect && s.Protocol != SOCKS5:
+				ps.add(path+".users", "only connect and socks5 services authenticate users")
+			default:
+				s.Users = users
+			}
 		}
 	}
 	routes := listOf(ps, path+".routes", m["routes"])

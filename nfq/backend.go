@@ -29,7 +29,7 @@ func (f *flow) decide() {
 		return
 	}
 	f.route, f.pattern = m.Route, m.Pattern
-	f.tries = f.svc.routes.Order(m, f.client.Addr(), f.tries[:0])
+	f.tries = f.svc.routes.Order(m, f.origin.Addr(), f.tries[:0])
 	f.try = 0
 	f.connectNext(protocol.Unreachable)
 }
@@ -132,7 +132,10 @@ func (f *flow) connect(backend netip.AddrPort) error {
 		}
 		f.addedPend = true
 	}
-	f.bISN = f.cISN + uint32(f.consume)
+	// The backend's stream is the PROXY header, if any, then the client's
+	// bytes after those falg consumed, at the client's own numbers.
+	f.header = f.svc.proxyHeader(f.origin, f.originDst)
+	f.bISN = f.cISN + uint32(f.consume) - uint32(len(f.header))
 	f.state = connecting
 	f.synSent = time.Now()
 	f.sendSyn()

@@ -79,7 +79,34 @@ func (s *service) parser() (protocol.Parser, error) {
 	if p, ok := s.pool.Get().(protocol.Parser); ok {
 		return p, nil
 	}
-	return protocol.New(string(s.cfg.Protocol), s.popts)
+	name := string(s.cfg.Protocol)
+	if s.cfg.Protocol == config.Proxy {
+		name = "none" // the PROXY header itself decides; see flow.feed
+	}
+	return protocol.New(name, s.popts)
+}
+
+// trusts reports whether a connects from an upstream whose PROXY header
+// the service consumes.
+func (s *service) trusts(a netip.Addr) bool {
+	for _, p := range s.cfg.AcceptProxy {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// proxyHeader is the PROXY protocol header the service sends its backends
+// for a flow from src to dst, or nil.
+func (s *service) proxyHeader(src, dst netip.AddrPort) []byte {
+	switch s.cfg.ProxyProtocol {
+	case "v1":
+		return protocol.AppendProxyV1(nil, src, dst)
+	case "v2":
+		return protocol.AppendProxyV2(nil, src, dst)
+	}
+	return nil
 }
 
 func (s *service) release(p protocol.Parser) {
@@ -88,9 +115,6 @@ func (s *service) release(p protocol.Parser) {
 		s.pool.Put(p)
 	}
 }
-
-// parserName is the protocol package's name for what a service parses.
-func parserName(p config.Protocol) string { return string(p) }
 
 // NewEngine prepares an engine for c. Close releases it.
 func NewEngine(ec EngineConfig) (_ *Engine, err error) {
@@ -117,7 +141,7 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &service{cfg: sc, index: i, routes: rt}
+		s := &service{cfg: sc, index: i, routes: rt, popts: protocol.Options{Users: sc.Users}}
 		if _, err := s.parser(); err != nil {
 			return nil, fmt.Errorf("nfq: service %s: %w", sc.Name, err)
 		}

@@ -50,10 +50,15 @@ type flow struct {
 	start time.Time
 
 	client, asked netip.AddrPort // C:cp and V:vp
-	cISN, rISN    uint32
-	cOpts         tcpOptions
-	cWin          uint16 // the client's last window field
-	wsToClient    int8
+	// origin and originDst are the real client and the address it asked,
+	// from a trusted upstream's PROXY header, else client and asked.
+	origin, originDst netip.AddrPort
+	expectProxy       bool // a PROXY header is still to be read
+	proxyLen          int  // bytes of the upstream's PROXY header
+	cISN, rISN        uint32
+	cOpts             tcpOptions
+	cWin              uint16 // the client's last window field
+	wsToClient        int8
 
 	stream     []byte // client bytes in order, from cISN+1
 	ooo        []oooSeg
@@ -64,6 +69,7 @@ type flow struct {
 	decided    bool
 	consume    int
 	sentClient uint32 // bytes falg sent the client before the final reply
+	header     []byte // PROXY header falg sends the backend
 
 	tries     []config.Backend
 	try       int
@@ -108,16 +114,19 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 		return
 	}
 	f := &flow{
-		e:      e,
-		svc:    svc,
-		start:  time.Now(),
-		client: s.src,
-		asked:  s.dst,
-		cISN:   s.seq,
-		rISN:   randUint32(),
-		cOpts:  s.opts,
-		cWin:   s.window,
-		parser: parser,
+		e:           e,
+		svc:         svc,
+		start:       time.Now(),
+		client:      s.src,
+		asked:       s.dst,
+		origin:      s.src,
+		originDst:   s.dst,
+		expectProxy: svc.trusts(s.src.Addr()) || svc.cfg.Protocol == config.Proxy,
+		cISN:        s.seq,
+		rISN:        randUint32(),
+		cOpts:       s.opts,
+		cWin:        s.window,
+		parser:      parser,
 	}
 	if !e.flows.claim(tuple{s.src, s.dst}, f) {
 		// Another queue made this flow a moment ago.
@@ -255,7 +264,7 @@ func (f *flow) clientPacket(q *Queue, p *Packet, s *segment) {
 	case len(s.payload) == 0:
 		// Pure ACKs (and the handshake's last one) stop here.
 		q.Verdict(p.ID, Drop)
-		if f.state == collecting && f.svc.cfg.Protocol == config.None && s.flags&flagFIN == 0 {
+		if f.state == collecting && f.svc.cfg.Protocol == config.None && !f.expectProxy && s.flags&flagFIN == 0 {
 			f.feed()
 		}
 		if s.flags&flagFIN != 0 {
@@ -317,7 +326,36 @@ func (f *flow) take(off int, b []byte) bool {
 
 // feed runs the parser over the stream and acts on what it decides.
 func (f *flow) feed() {
-	d := f.parser.Feed(f.stream)
+	if f.expectProxy {
+		h, n, v, err := protocol.ParseProxyHeader(f.stream)
+		switch v {
+		case protocol.NeedMore:
+			return
+		case protocol.Malformed:
+			f.e.stats.Malformed.Add(1)
+			f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
+				"outcome", "malformed", "err", err)
+			f.reset()
+			return
+		}
+		f.expectProxy, f.proxyLen = false, n
+		if !h.Local {
+			f.origin, f.originDst = h.Src, h.Dst
+		}
+		if f.svc.cfg.Protocol == config.Proxy {
+			// A proxy service routes by the destination the header names.
+			if h.Local || (len(f.svc.cfg.AcceptProxy) > 0 && !f.svc.trusts(f.client.Addr())) {
+				f.e.stats.Rejected.Add(1)
+				f.logOutcome("rejected", -1, "", nil)
+				f.reset()
+				return
+			}
+			f.name, f.consume = h.Dst.String(), n
+			f.decide()
+			return
+		}
+	}
+	d := f.parser.Feed(f.stream[f.proxyLen:])
 	switch d.Verdict {
 	case protocol.NeedMore:
 		if len(d.Reply) > 0 {
@@ -341,13 +379,13 @@ func (f *flow) feed() {
 		if f.svc.cfg.Default != nil && !f.svc.cfg.Protocol.NamesDestination() {
 			// What cannot be parsed goes where unmatched names go; the
 			// backend sees the bytes as the client sent them.
-			f.name, f.consume = "", 0
+			f.name, f.consume = "", f.proxyLen
 			f.decide()
 			return
 		}
 		f.fail(protocol.BadRequest, "malformed")
 	case protocol.Decided:
-		f.name, f.alpn, f.consume = d.Name, d.ALPN, d.Consume
+		f.name, f.alpn, f.consume = d.Name, d.ALPN, f.proxyLen+d.Consume
 		f.decide()
 	}
 }

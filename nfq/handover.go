@@ -23,6 +23,7 @@ func (f *flow) handover(synack *segment) {
 		BackendSYNISN: f.bISN,
 		BackendISN:    synack.seq,
 		Consumed:      uint32(f.consume),
+		SentToBackend: uint32(len(f.header)),
 		SentToClient:  f.sentClient + uint32(len(reply)),
 	}
 	orig, rep := hs.SeqAdj()
@@ -53,9 +54,14 @@ func (f *flow) handover(synack *segment) {
 		return
 	}
 	// The entry exists before the backend sees our ACK, so whatever the
-	// backend sends next (a banner) already finds it.
-	f.send(&out{src: f.bsrc, dst: f.backend, seq: f.bISN + 1, ack: synack.seq + 1, flags: flagACK,
-		window: f.cWin, opts: tcpOptions{wscale: -1}})
+	// backend sends next (a banner) already finds it. The ACK carries the
+	// PROXY header, if there is one.
+	flags := uint8(flagACK)
+	if len(f.header) > 0 {
+		flags |= flagPSH
+	}
+	f.send(&out{src: f.bsrc, dst: f.backend, seq: f.bISN + 1, ack: synack.seq + 1, flags: flags,
+		window: f.cWin, opts: tcpOptions{wscale: -1}, payload: f.header})
 
 	// Client bytes falg consumed must not reach the backend: packets that
 	// hold any are dropped and what they carried past the consumed part is
@@ -102,6 +108,9 @@ func (f *flow) handover(synack *segment) {
 func (f *flow) logOutcome(outcome string, route int, pattern string, setup *time.Duration) {
 	attrs := []any{"client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
 		"protocol", f.svc.cfg.Protocol, "name", f.name, "outcome", outcome}
+	if f.origin != f.client {
+		attrs = append(attrs, "origin", f.origin)
+	}
 	if pattern != "" || route >= 0 {
 		attrs = append(attrs, "route", route, "pattern", pattern)
 	}

@@ -51,14 +51,8 @@ func unsupported(c *config.Config) error {
 			at("dataplane", "relay is not implemented yet")
 		}
 		switch s.Protocol {
-		case config.Proxy, config.UDP, config.DNS:
+		case config.UDP, config.DNS:
 			at("protocol", string(s.Protocol)+" is not implemented yet")
-		}
-		if s.ProxyProtocol != "off" {
-			at("proxy_protocol", "sending PROXY headers is not implemented yet")
-		}
-		if len(s.AcceptProxy) > 0 {
-			at("accept_proxy", "accepting PROXY headers is not implemented yet")
 		}
 	}
 	if len(ps) > 0 {

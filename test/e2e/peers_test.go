@@ -173,6 +173,9 @@ type xopts struct {
 	pace time.Duration
 	// midway, if set, is called once half of the backend's bytes arrived.
 	midway func()
+	// prelude is written before the request, in the same write; the
+	// client then expects preludeReply before the backend's answer.
+	prelude, preludeReply []byte
 }
 
 // pacedReader reads at most 64 KiB per call and sleeps pace before each.
@@ -207,7 +210,8 @@ func exchangeWith(ctx context.Context, ns *lab.NS, addr, name string, o xopts) (
 		conn = tc
 	}
 	seed := mrand.Uint64() >> 1
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nX-Bytes: %d\r\nX-Seed: %d\r\n\r\n", name, n, seed); err != nil {
+	req := fmt.Appendf(o.prelude[:len(o.prelude):len(o.prelude)], "GET / HTTP/1.1\r\nHost: %s\r\nX-Bytes: %d\r\nX-Seed: %d\r\n\r\n", name, n, seed)
+	if _, err := conn.Write(req); err != nil {
 		return r, err
 	}
 	sent := make(chan error, 1)
@@ -223,6 +227,12 @@ func exchangeWith(ctx context.Context, ns *lab.NS, addr, name string, o xopts) (
 		sent <- err
 	}()
 	br := bufio.NewReader(conn)
+	if len(o.preludeReply) > 0 {
+		got := make([]byte, len(o.preludeReply))
+		if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, o.preludeReply) {
+			return r, fmt.Errorf("prelude reply %q, %v; want %q", got, err, o.preludeReply)
+		}
+	}
 	tp := textproto.NewReader(br)
 	status, err := tp.ReadLine()
 	if err != nil {
