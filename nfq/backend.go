@@ -13,7 +13,6 @@ import (
 	"falg/config"
 	"falg/nft"
 	"falg/protocol"
-	"falg/route"
 	"falg/seqnat"
 )
 
@@ -24,7 +23,7 @@ func (f *flow) decide() {
 	m, ok := f.svc.routes.Lookup(f.name)
 	if !ok {
 		f.e.stats.Rejected.Add(1)
-		f.logOutcome("rejected", route.Default, "", nil)
+		f.outcome("rejected", nil)
 		f.fail(protocol.NotAllowed, "no route")
 		return
 	}
@@ -53,14 +52,13 @@ func (f *flow) connectNext(last protocol.Outcome) {
 			continue // no NAT between families: the route's other backends serve
 		}
 		if err := f.connect(addr); err != nil {
-			f.e.stats.BackendFail.Add(1)
-			f.e.log.Info("nfq: backend skipped", "client", f.client, "backend", addr, "err", err)
+			f.backendFailed(addr, err)
 			continue
 		}
 		return
 	}
 	f.e.stats.Failed.Add(1)
-	f.logOutcome("failed", f.route, f.pattern, nil)
+	f.outcome("failed", f.lastErr)
 	f.fail(last, "no backend")
 }
 
@@ -159,8 +157,7 @@ func (f *flow) synTimer() {
 		f.arm(min(synRetry, left), f.synTimer)
 		return
 	}
-	f.e.stats.BackendFail.Add(1)
-	f.e.log.Info("nfq: backend timed out", "backend", f.backend, "client", f.client)
+	f.backendFailed(f.backend, errBackendTimeout)
 	f.dropBackend()
 	f.connectNext(protocol.Timeout)
 }
@@ -194,8 +191,7 @@ func (f *flow) backendPacket(q *Queue, p *Packet, s *segment) {
 	}
 	switch {
 	case s.flags&flagRST != 0:
-		f.e.stats.BackendFail.Add(1)
-		f.e.log.Debug("nfq: backend refused", "backend", f.backend, "client", f.client)
+		f.backendFailed(f.backend, errBackendRefused)
 		f.dropBackend()
 		f.connectNext(protocol.Refused)
 	case s.flags&(flagSYN|flagACK) == flagSYN|flagACK && s.ack == f.bISN+1:
@@ -203,7 +199,21 @@ func (f *flow) backendPacket(q *Queue, p *Packet, s *segment) {
 	}
 }
 
-var errTupleBusy = errors.New("an established connection already uses this backend tuple")
+var (
+	errTupleBusy      = errors.New("an established connection already uses this backend tuple")
+	errBackendRefused = errors.New("refused")
+	errBackendTimeout = errors.New("no answer within timeouts.connect")
+)
+
+// backendFailed counts and logs a backend attempt that did not work.
+func (f *flow) backendFailed(backend netip.AddrPort, err error) {
+	f.lastErr = fmt.Errorf("backend %s: %w", backend, err)
+	f.e.stats.BackendFail.Add(1)
+	f.e.log.Info("backend failed", "client", f.client, "service", f.svc.cfg.Name, "backend", backend, "err", err)
+	if o := f.e.observer; o != nil {
+		o.BackendFailed(f.svc.cfg.Name, backend, err)
+	}
+}
 
 // clearReplyTuple makes sure no conntrack entry already answers from
 // backend to src: the entry falg creates needs that reply tuple, and on a

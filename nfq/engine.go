@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/nftables"
 
@@ -34,8 +35,21 @@ type EngineStats struct {
 	Pending     atomic.Int64  // flows in setup now
 }
 
+// Observer is told what becomes of flows, for metrics. Its methods are
+// called on the packet path and must not block.
+type Observer interface {
+	// Outcome reports a flow's end: spliced, rejected, malformed, no-data
+	// or failed, the route index (route.Default for the default backends,
+	// or when no route was chosen) and the time since its SYN.
+	Outcome(service, protocol string, route int, outcome string, setup time.Duration)
+	// BackendFailed reports a backend attempt that was refused, timed out
+	// or could not be made.
+	BackendFailed(service string, backend netip.AddrPort, err error)
+}
+
 // EngineConfig is what an Engine needs besides the config.
 type EngineConfig struct {
+	Observer Observer // may be nil
 	Config   *config.Config
 	Injector *Injector
 	Log      *slog.Logger
@@ -62,6 +76,7 @@ type Engine struct {
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
 	backends map[netip.AddrPort]bool
 	records  *Records
+	observer Observer
 	debug    bool // log every queued packet
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -130,6 +145,7 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 		dels:     make(chan nft.Tuple, 4096),
 		backends: map[netip.AddrPort]bool{},
 		records:  newRecords(),
+		observer: ec.Observer,
 		debug:    ec.Log.Enabled(context.Background(), slog.LevelDebug),
 	}
 	for i := range c.Services {

@@ -3,6 +3,7 @@ package nfq
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"falg/config"
 	"falg/protocol"
+	"falg/route"
 )
 
 type state uint8
@@ -74,6 +76,7 @@ type flow struct {
 	tries     []config.Backend
 	try       int
 	route     int            // index of the matching route, or route.Default
+	lastErr   error          // why the last backend attempt failed
 	pattern   string         // the pattern that matched
 	backend   netip.AddrPort // S:sp
 	bsrc      netip.AddrPort // C:cp, or R:rp with SNAT
@@ -119,6 +122,7 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 		start:       time.Now(),
 		client:      s.src,
 		asked:       s.dst,
+		route:       route.Default,
 		origin:      s.src,
 		originDst:   s.dst,
 		expectProxy: svc.trusts(s.src.Addr()) || svc.cfg.Protocol == config.Proxy,
@@ -333,8 +337,7 @@ func (f *flow) feed() {
 			return
 		case protocol.Malformed:
 			f.e.stats.Malformed.Add(1)
-			f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
-				"outcome", "malformed", "err", err)
+			f.outcome("malformed", err)
 			f.reset()
 			return
 		}
@@ -346,7 +349,7 @@ func (f *flow) feed() {
 			// A proxy service routes by the destination the header names.
 			if h.Local || (len(f.svc.cfg.AcceptProxy) > 0 && !f.svc.trusts(f.client.Addr())) {
 				f.e.stats.Rejected.Add(1)
-				f.logOutcome("rejected", -1, "", nil)
+				f.outcome("rejected", errors.New("PROXY header not allowed here"))
 				f.reset()
 				return
 			}
@@ -363,14 +366,12 @@ func (f *flow) feed() {
 		}
 		if len(f.stream) >= protocol.MaxFirstBytes {
 			f.e.stats.Malformed.Add(1)
-			f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
-				"outcome", "malformed", "err", "no decision within first bytes limit")
+			f.outcome("malformed", errors.New("no decision within the first bytes limit"))
 			f.fail(protocol.BadRequest, "first bytes limit")
 		}
 	case protocol.Malformed:
 		f.e.stats.Malformed.Add(1)
-		f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
-			"outcome", "malformed", "err", d.Err)
+		f.outcome("malformed", d.Err)
 		if len(d.Reply) > 0 {
 			f.replyNow(d.Reply, uint32(len(f.stream)))
 			f.finish()
@@ -401,8 +402,7 @@ func (f *flow) replyNow(b []byte, acked uint32) {
 // silent ends a flow whose client sent nothing routable in time.
 func (f *flow) silent() {
 	f.e.stats.Silent.Add(1)
-	f.e.log.Info("flow", "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
-		"outcome", "no-data", "after", time.Since(f.start).Round(time.Millisecond))
+	f.outcome("no-data", nil)
 	f.fail(protocol.Timeout, "first data timeout")
 }
 

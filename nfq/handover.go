@@ -93,26 +93,31 @@ func (f *flow) handover(synack *segment) {
 	f.state = spliced
 	f.done.Store(true)
 	f.e.stats.Spliced.Add(1)
-	setup := time.Since(f.start)
 	f.e.records.add(Record{
 		Client: f.client, Asked: f.asked, Backend: f.backend, Source: f.bsrc,
 		Service: f.svc.cfg.Name, Protocol: string(f.svc.cfg.Protocol), Name: f.name,
 		Start: time.Now(), reserve: f.reserve,
 	})
 	f.reserve = nil
-	f.logOutcome("spliced", f.route, f.pattern, &setup)
+	f.outcome("spliced", nil)
 	f.release()
 }
 
-// logOutcome writes the flow's decision line.
-func (f *flow) logOutcome(outcome string, route int, pattern string, setup *time.Duration) {
-	attrs := []any{"client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
-		"protocol", f.svc.cfg.Protocol, "name", f.name, "outcome", outcome}
+// outcome writes the flow's one decision line and tells the observer.
+// Every flow ends in exactly one outcome: spliced, rejected, malformed,
+// no-data or failed.
+func (f *flow) outcome(outcome string, err error) {
+	setup := time.Since(f.start)
+	attrs := make([]any, 0, 32)
+	attrs = append(attrs, "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
+		"protocol", f.svc.cfg.Protocol, "name", f.name, "outcome", outcome)
 	if f.origin != f.client {
 		attrs = append(attrs, "origin", f.origin)
 	}
-	if pattern != "" || route >= 0 {
-		attrs = append(attrs, "route", route, "pattern", pattern)
+	if f.decided && f.route >= 0 {
+		attrs = append(attrs, "route", f.route, "pattern", f.pattern)
+	} else if f.decided && f.backend.IsValid() {
+		attrs = append(attrs, "route", "default")
 	}
 	if f.backend.IsValid() {
 		attrs = append(attrs, "backend", f.backend)
@@ -120,8 +125,12 @@ func (f *flow) logOutcome(outcome string, route int, pattern string, setup *time
 	if f.alpn != "" {
 		attrs = append(attrs, "alpn", f.alpn)
 	}
-	if setup != nil {
-		attrs = append(attrs, "setup", setup.Round(time.Microsecond))
+	attrs = append(attrs, "setup", setup.Round(time.Microsecond))
+	if err != nil {
+		attrs = append(attrs, "err", err)
 	}
 	f.e.log.Info("flow", attrs...)
+	if o := f.e.observer; o != nil {
+		o.Outcome(f.svc.cfg.Name, string(f.svc.cfg.Protocol), f.route, outcome, setup)
+	}
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"falg/config"
@@ -128,7 +131,19 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	}
 	defer inj.Close()
 
-	eng, err := nfq.NewEngine(nfq.EngineConfig{Config: c, Injector: inj, Log: log, Stats: es})
+	m := newMetrics(c, stats, es)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	if c.Metrics != "" {
+		ln, err := net.Listen("tcp", c.Metrics)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		msrv := &http.Server{Handler: promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go msrv.Serve(ln)
+		defer msrv.Close()
+		log.Info("serving metrics", "addr", ln.Addr())
+	}
+	eng, err := nfq.NewEngine(nfq.EngineConfig{Config: c, Injector: inj, Log: log, Stats: es, Observer: m})
 	if err != nil {
 		return err
 	}
