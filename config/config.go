@@ -97,10 +97,21 @@ type Service struct {
 	Default []Backend
 	// Balance is how Default picks among its backends.
 	Balance Balance
+	// Limits bound what the service takes on.
+	Limits Limits
 	// Users are the user names and passwords connect (Proxy-Authorization:
 	// Basic) and socks5 (RFC 1929) clients must present; nil means none.
 	// They are read from the file the users key names.
 	Users map[string]string
+}
+
+// Limits bound a service's load. Zero means no limit.
+type Limits struct {
+	// MaxPending caps the service's flows in setup at once.
+	MaxPending int
+	// ClientRate is the new flows per second one client address may open,
+	// with bursts of ClientBurst.
+	ClientRate, ClientBurst int
 }
 
 // Source says which address the backend sees.

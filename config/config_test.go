@@ -95,6 +95,8 @@ func TestBadConfigs(t *testing.T) {
 		{"users file missing", strings.Replace(base, "protocol: tls", "protocol: connect\n    users: /nonexistent/users", 1), "services[0].users", "no such file"},
 		{"users on tls", strings.Replace(base, "protocol: tls", "protocol: tls\n    users: testdata/users", 1), "services[0].users", "only connect and socks5"},
 		{"users bad line", strings.Replace(base, "protocol: tls", "protocol: socks5\n    users: testdata/users-bad", 1), "services[0].users", "users-bad:2: want name:password"},
+		{"limits unknown key", strings.Replace(base, "protocol: tls", "protocol: tls\n    limits: {rate: 5}", 1), "services[0].limits.rate", "unknown key"},
+		{"limits burst alone", strings.Replace(base, "protocol: tls", "protocol: tls\n    limits: {client_burst: 5}", 1), "services[0].limits.client_burst", "needs client_rate"},
 		{"missing protocol", strings.Replace(base, "    protocol: tls\n", "", 1), "services[0].protocol", "required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -176,7 +176,7 @@ func parseService(ps *Problems, path string, v any) Service {
 		Balance:       RoundRobin,
 	}
 	m := object(ps, path, v, "name", "listen", "protocol", "source", "proxy_protocol",
-		"accept_proxy", "dataplane", "timeouts", "routes", "default", "balance", "users")
+		"accept_proxy", "dataplane", "timeouts", "routes", "default", "balance", "users", "limits")
 	if m == nil {
 		return s
 	}
@@ -245,6 +245,22 @@ func parseService(ps *Problems, path string, v any) Service {
 	if v, ok := m["balance"]; ok {
 		if b, ok := enum(ps, path+".balance", v, RoundRobin, SourceHash, Random); ok {
 			s.Balance = b
+		}
+	}
+	if v, ok := m["limits"]; ok {
+		lm := object(ps, path+".limits", v, "max_pending", "client_rate", "client_burst")
+		for key, dst := range map[string]*int{"max_pending": &s.Limits.MaxPending, "client_rate": &s.Limits.ClientRate, "client_burst": &s.Limits.ClientBurst} {
+			if v, ok := lm[key]; ok {
+				if n, ok := integer(ps, path+".limits."+key, v, 1, 1<<20); ok {
+					*dst = int(n)
+				}
+			}
+		}
+		if s.Limits.ClientBurst > 0 && s.Limits.ClientRate == 0 {
+			ps.add(path+".limits.client_burst", "needs client_rate")
+		}
+		if s.Limits.ClientRate > 0 && s.Limits.ClientBurst == 0 {
+			s.Limits.ClientBurst = s.Limits.ClientRate
 		}
 	}
 	if v, ok := m["users"]; ok {

@@ -28,6 +28,7 @@ type EngineStats struct {
 	BackendFail atomic.Uint64 // backend attempts refused or timed out
 	Failed      atomic.Uint64 // flows no backend took
 	PendingFull atomic.Uint64 // SYNs refused: too many flows in setup
+	Limited     atomic.Uint64 // SYNs refused by a service's limits
 	Unknown     atomic.Uint64 // queued packets of no flow falg sets up: accepted
 	Late        atomic.Uint64 // packets of handed-over flows queued before their pending entry went
 	Undecodable atomic.Uint64 // queued packets that did not parse
@@ -88,6 +89,9 @@ type service struct {
 	routes *route.Table
 	pool   sync.Pool // protocol.Parser
 	popts  protocol.Options
+	// pending counts the service's flows in setup, for Limits.MaxPending.
+	pending atomic.Int64
+	limiter *limiter // nil: no per-client rate
 }
 
 func (s *service) parser() (protocol.Parser, error) {
@@ -158,6 +162,9 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 			return nil, err
 		}
 		s := &service{cfg: sc, index: i, routes: rt, popts: protocol.Options{Users: sc.Users}}
+		if sc.Limits.ClientRate > 0 {
+			s.limiter = newLimiter(sc.Limits.ClientRate, sc.Limits.ClientBurst)
+		}
 		if _, err := s.parser(); err != nil {
 			return nil, fmt.Errorf("nfq: service %s: %w", sc.Name, err)
 		}

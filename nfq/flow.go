@@ -104,8 +104,18 @@ func randUint32() uint32 {
 // newFlow answers a client's SYN with falg's own SYN-ACK.
 func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 	defer q.Verdict(p.ID, Drop)
+	if why := svc.admit(s.src.Addr()); why != "" {
+		e.stats.Limited.Add(1)
+		e.log.Debug("nfq: SYN refused", "client", s.src, "service", svc.cfg.Name, "limit", why)
+		if e.observer != nil {
+			e.observer.Outcome(svc.cfg.Name, string(svc.cfg.Protocol), route.Default, "limited", 0)
+		}
+		e.send(&out{src: s.dst, dst: s.src, ack: s.seq + 1, flags: flagRST | flagACK, opts: tcpOptions{wscale: -1}})
+		return
+	}
 	if e.stats.Pending.Add(1) > e.max {
 		e.stats.Pending.Add(-1)
+		svc.pending.Add(-1)
 		e.stats.PendingFull.Add(1)
 		e.log.Debug("nfq: too many flows in setup, SYN dropped", "client", s.src)
 		return
@@ -113,6 +123,7 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 	parser, err := svc.parser()
 	if err != nil {
 		e.stats.Pending.Add(-1)
+		svc.pending.Add(-1)
 		e.log.Error("nfq: parser", "service", svc.cfg.Name, "err", err)
 		return
 	}
@@ -135,6 +146,7 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 	if !e.flows.claim(tuple{s.src, s.dst}, f) {
 		// Another queue made this flow a moment ago.
 		e.stats.Pending.Add(-1)
+		svc.pending.Add(-1)
 		svc.release(parser)
 		return
 	}
@@ -197,10 +209,25 @@ func (f *flow) clientWindow() uint16 {
 	return protocol.MaxFirstBytes
 }
 
-func (f *flow) send(o *out) {
-	if err := f.e.inj.sendTCP(o); err != nil {
-		f.e.log.Warn("nfq: send", "err", err)
+func (f *flow) send(o *out) { f.e.send(o) }
+
+func (e *Engine) send(o *out) {
+	if err := e.inj.sendTCP(o); err != nil {
+		e.log.Warn("nfq: send", "err", err)
 	}
+}
+
+// admit counts a new flow against the service's limits; it returns why the
+// flow is refused, or "" (then the flow holds a pending slot).
+func (s *service) admit(client netip.Addr) string {
+	if s.limiter != nil && !s.limiter.allow(client, time.Now()) {
+		return "client_rate"
+	}
+	if n := s.pending.Add(1); s.cfg.Limits.MaxPending > 0 && n > int64(s.cfg.Limits.MaxPending) {
+		s.pending.Add(-1)
+		return "max_pending"
+	}
+	return ""
 }
 
 // arm (re)starts the flow's timer; a timer that fired for an older arm
@@ -456,6 +483,7 @@ func (f *flow) abort() {
 func (f *flow) release() {
 	f.disarm()
 	f.e.stats.Pending.Add(-1)
+	f.svc.pending.Add(-1)
 	f.svc.release(f.parser)
 	f.parser = nil
 	f.stream, f.ooo = nil, nil

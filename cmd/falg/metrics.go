@@ -102,6 +102,7 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	counter(descEvents, s.es.Late.Load(), "late")
 	counter(descEvents, s.es.Undecodable.Load(), "undecodable")
 	counter(descEvents, s.es.PendingFull.Load(), "pending_full")
+	counter(descEvents, s.es.Limited.Load(), "limited")
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(s.es.Pending.Load()))
 	for q, d := range queueDrops(s.c.Queue, s.c.Workers) {
 		counter(descKernel, d[0], strconv.Itoa(q), "queue_full")

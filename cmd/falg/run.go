@@ -89,6 +89,7 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 			"backend_fail": int64(es.BackendFail.Load()),
 			"failed":       int64(es.Failed.Load()),
 			"pending_full": int64(es.PendingFull.Load()),
+			"limited":      int64(es.Limited.Load()),
 			"unknown":      int64(es.Unknown.Load()),
 			"late":         int64(es.Late.Load()),
 			"undecodable":  int64(es.Undecodable.Load()),
