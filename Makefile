@@ -2,7 +2,7 @@
 GO      ?= go
 FUZZTIME ?= 5s
 PREFIX  ?= /usr/local
-DEB_PKGS = nftables iproute2 conntrack curl iperf3 procps
+DEB_PKGS = nftables iproute2 conntrack curl iperf3 procps systemd
 
 .PHONY: all build demo test check-format vet unit fuzz bench deps install clean
 
@@ -52,6 +52,8 @@ deps:
 install: build
 	install -D -m 0755 bin/falg $(DESTDIR)$(PREFIX)/bin/falg
 	install -D -m 0644 configs/falg.yaml $(DESTDIR)/etc/falg/falg.yaml.example
+	install -D -m 0644 contrib/falg.service $(DESTDIR)/etc/systemd/system/falg.service
+	install -D -m 0644 docs/operations.md $(DESTDIR)$(PREFIX)/share/doc/falg/operations.md
 
 clean:
 	rm -rf bin
