@@ -122,7 +122,7 @@ func (f *flow) connect(backend netip.AddrPort) error {
 		f.bTuple = tuple{}
 		return fmt.Errorf("tuple %v > %v is in use", backend, f.bsrc)
 	}
-	if !f.e.backends[backend] {
+	if !f.e.routing.Load().backends[backend] {
 		// Not in the static backend set: the SYN-ACK must be queued by
 		// the pending set.
 		if err := nft.AddPending(f.e.nftAdd, nft.Tuple{Src: backend, Dst: f.bsrc}); err != nil {

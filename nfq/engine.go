@@ -68,14 +68,12 @@ type Engine struct {
 	ct       *seqnat.Conn
 	nftDel   *nftables.Conn // pending deletes: deleteLoop only
 	nftAdd   *nftables.Conn // pending adds, for backends outside the static set
-	services []*service
-	byListen map[config.Listen]*service
+	routing  atomic.Pointer[routing]
 	flows    *table
 	max      int64
 	dels     chan nft.Tuple
 	wscale   sync.Map // netip.AddrPort -> int8: each backend's last window shift
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
-	backends map[netip.AddrPort]bool
 	records  *Records
 	observer Observer
 	debug    bool // log every queued packet
@@ -143,46 +141,18 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 		log:      ec.Log,
 		stats:    ec.Stats,
 		inj:      ec.Injector,
-		byListen: map[config.Listen]*service{},
 		flows:    newTable(),
 		max:      int64(c.MaxPending),
 		dels:     make(chan nft.Tuple, 4096),
-		backends: map[netip.AddrPort]bool{},
 		records:  newRecords(),
 		observer: ec.Observer,
 		debug:    ec.Log.Enabled(context.Background(), slog.LevelDebug),
 	}
-	for i := range c.Services {
-		sc := &c.Services[i]
-		if !sc.Protocol.TCP() {
-			continue
-		}
-		rt, err := route.New(sc)
-		if err != nil {
-			return nil, err
-		}
-		s := &service{cfg: sc, index: i, routes: rt, popts: protocol.Options{Users: sc.Users}}
-		if sc.Limits.ClientRate > 0 {
-			s.limiter = newLimiter(sc.Limits.ClientRate, sc.Limits.ClientBurst)
-		}
-		if _, err := s.parser(); err != nil {
-			return nil, fmt.Errorf("nfq: service %s: %w", sc.Name, err)
-		}
-		e.services = append(e.services, s)
-		for _, l := range sc.Listen {
-			e.byListen[l] = s
-		}
-		for _, r := range sc.Routes {
-			for _, b := range r.Backends {
-				if !b.Requested {
-					e.backends[b.Addr] = true
-				}
-			}
-		}
-		for _, b := range sc.Default {
-			e.backends[b.Addr] = true
-		}
+	r, err := newRouting(c)
+	if err != nil {
+		return nil, err
 	}
+	e.routing.Store(r)
 
 	defer func() {
 		if err != nil {
@@ -242,12 +212,69 @@ func (e *Engine) Close() error {
 // Records are the spliced flows falg knows the names of.
 func (e *Engine) Records() *Records { return e.records }
 
+// routing is what a configuration says about where flows go. The engine
+// swaps it whole on reload; a flow keeps the service it started with.
+type routing struct {
+	byListen map[config.Listen]*service
+	// backends are the fixed TCP backends: the ruleset queues their
+	// answers by itself; others need a pending-set entry.
+	backends map[netip.AddrPort]bool
+}
+
+func newRouting(c *config.Config) (*routing, error) {
+	r := &routing{byListen: map[config.Listen]*service{}, backends: map[netip.AddrPort]bool{}}
+	for i := range c.Services {
+		sc := &c.Services[i]
+		if !sc.Protocol.TCP() {
+			continue
+		}
+		rt, err := route.New(sc)
+		if err != nil {
+			return nil, err
+		}
+		s := &service{cfg: sc, index: i, routes: rt, popts: protocol.Options{Users: sc.Users}}
+		if sc.Limits.ClientRate > 0 {
+			s.limiter = newLimiter(sc.Limits.ClientRate, sc.Limits.ClientBurst)
+		}
+		if _, err := s.parser(); err != nil {
+			return nil, fmt.Errorf("nfq: service %s: %w", sc.Name, err)
+		}
+		for _, l := range sc.Listen {
+			r.byListen[l] = s
+		}
+		for _, rt := range sc.Routes {
+			for _, b := range rt.Backends {
+				if !b.Requested {
+					r.backends[b.Addr] = true
+				}
+			}
+		}
+		for _, b := range sc.Default {
+			r.backends[b.Addr] = true
+		}
+	}
+	return r, nil
+}
+
 // lookupService finds the service listening on dst.
-func (e *Engine) lookupService(dst netip.AddrPort) *service {
-	if s := e.byListen[config.Listen{Addr: dst.Addr(), Port: dst.Port()}]; s != nil {
+func (r *routing) lookupService(dst netip.AddrPort) *service {
+	if s := r.byListen[config.Listen{Addr: dst.Addr(), Port: dst.Port()}]; s != nil {
 		return s
 	}
-	return e.byListen[config.Listen{Port: dst.Port()}]
+	return r.byListen[config.Listen{Port: dst.Port()}]
+}
+
+// Reload makes new flows use c's services and routes. Flows in setup
+// finish with the routes they started with; spliced flows are the
+// kernel's and do not notice. Settings the engine cannot change while it
+// runs (queues, marks, max_pending) must be equal; the caller checks.
+func (e *Engine) Reload(c *config.Config) error {
+	r, err := newRouting(c)
+	if err != nil {
+		return err
+	}
+	e.routing.Store(r)
+	return nil
 }
 
 // Packet handles one queued packet. It implements Handler.
@@ -282,7 +309,7 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 		e.flows.del(tuple{s.src, s.dst}, f)
 	}
 	if syn {
-		if svc := e.lookupService(s.dst); svc != nil {
+		if svc := e.routing.Load().lookupService(s.dst); svc != nil {
 			e.newFlow(q, p, &s, svc)
 			return
 		}
