@@ -110,6 +110,9 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 		return err
 	}
 	rs := nft.New(c)
+	if err := rs.Owner(nc); err != nil {
+		return err
+	}
 	if err := rs.Install(nc, kind); err != nil {
 		return err
 	}

@@ -137,15 +137,31 @@ func TestUnlistenedPortNotQueued(t *testing.T) {
 	f.stop()
 }
 
-// TestSecondFalgRefused: a falg whose admin socket answers keeps a second
-// one from starting.
+// TestSecondFalgRefused: a running falg keeps a second one from starting,
+// whether it shares the admin socket, the queues or only the table, and
+// the refused one leaves the first one's ruleset alone.
 func TestSecondFalgRefused(t *testing.T) {
 	l := lab.Start(t, lab.Options{Clients: 1, Backends: 1})
 	f := startFalg(t, l, lifecycleConfig)
-	out, err := l.Router.Command(context.Background(), falgBin, "run", "-c", f.cfg).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "another falg is running") {
-		t.Errorf("second falg: %v: %s", err, out)
+	sameQueues, _ := writeConfig(t, lifecycleConfig)
+	otherQueues, _ := writeConfig(t, "queue: 10\n"+lifecycleConfig)
+	for _, c := range []struct{ cfg, want string }{
+		{f.cfg, "another falg is running"},
+		{sameQueues, "queue 0 is read by netlink port"},
+		{otherQueues, "table inet falg belongs to a running falg"},
+	} {
+		out, err := l.Router.Command(context.Background(), falgBin, "run", "-c", c.cfg).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("second falg: %v: %s; want %q", err, out, c.want)
+		}
 	}
-	f.stats() // the first still serves
+	// The first still serves, with its table.
+	before := f.stats()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.Clients[0].Dial(ctx, "tcp", "10.0.0.1:443"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitStat("flows", before["flows"]+1)
 	f.stop()
 }
