@@ -69,7 +69,50 @@ func (r *Ruleset) Install(c *nftables.Conn, kind QueueKind) error {
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+	if err := r.add(c, t, kind); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft: install table inet %s: %w", Table, err)
+	}
+	return nil
+}
 
+// Update makes the installed table r in one transaction without touching
+// the pending sets: every chain is emptied and refilled, every other set
+// deleted and made anew, so flows in setup keep being queued. It is how a
+// reload changes listens and backends.
+func (r *Ruleset) Update(c *nftables.Conn, kind QueueKind) error {
+	t := &nftables.Table{Name: Table, Family: nftables.TableFamilyINet}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("nft: update: list chains: %w", err)
+	}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return fmt.Errorf("nft: update: list sets: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name == Table {
+			c.FlushChain(ch)
+		}
+	}
+	for _, s := range sets {
+		if s.Name != SetPending4 && s.Name != SetPending6 {
+			c.DelSet(s)
+		}
+	}
+	if err := r.add(c, t, kind); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft: update table inet %s: %w", Table, err)
+	}
+	return nil
+}
+
+// add queues the sets, chains and rules of r in t, for one Flush.
+func (r *Ruleset) add(c *nftables.Conn, t *nftables.Table, kind QueueKind) error {
 	sets := map[string]*nftables.Set{}
 	for _, s := range []struct {
 		name string
@@ -137,9 +180,6 @@ func (r *Ruleset) Install(c *nftables.Conn, kind QueueKind) error {
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: r.exprs(rule{notrack: r.InjectMark}, sets, kind)})
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: r.exprs(rule{ctMark: r.FlowMark}, sets, kind)})
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nft: install table inet %s: %w", Table, err)
-	}
 	return nil
 }
 

@@ -216,3 +216,36 @@ func TestInstallXTInfo(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateKeepsPending: an update changes listens and backends in place
+// and leaves the pending sets' elements alone.
+func TestUpdateKeepsPending(t *testing.T) {
+	c, run := netns(t)
+	kind, err := DetectQueue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := example(t)
+	if err := r.Install(c, kind); err != nil {
+		t.Fatal(err)
+	}
+	pending := Tuple{netip.MustParseAddrPort("10.0.0.2:40000"), netip.MustParseAddrPort("10.0.0.1:443")}
+	if err := AddPending(c, pending); err != nil {
+		t.Fatal(err)
+	}
+	r.Listens = append(r.Listens, Listen{TCP, netip.MustParseAddr("10.0.0.1"), 8443})
+	r.Backends = append(r.Backends, netip.MustParseAddrPort("10.0.1.9:8443"))
+	if err := r.Update(c, kind); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(run("nft", "list", "set", "inet", Table, SetPending4), "10.0.0.2 . 40000 . 10.0.0.1 . 443") {
+		t.Error("update lost the pending flow")
+	}
+	if err := DelPending(c, pending); err != nil {
+		t.Fatal(err)
+	}
+	listing := run("nft", "list", "table", "inet", Table)
+	if got, want := r.Canonical(listing), r.Canonical(r.String()); got != want {
+		t.Errorf("after update:\n%s\nwant\n%s", got, want)
+	}
+}

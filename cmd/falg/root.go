@@ -34,6 +34,7 @@ func newRoot() *cobra.Command {
 		newCheckCmd(g),
 		newDumpCmd(g),
 		newFlowsCmd(g),
+		newReloadCmd(g),
 		newDemoCmd(),
 		newVersionCmd(),
 	)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,7 +39,7 @@ func newRunCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return run(ctx, c, log)
+			return run(ctx, c, g.config, log)
 		},
 	}
 }
@@ -64,9 +66,36 @@ func unsupported(c *config.Config) error {
 	return nil
 }
 
+// fixed refuses a reload that changes what only a restart can: the queues
+// falg reads, the marks its rules and conntrack entries carry, its sockets
+// and the pending sets' size.
+func fixed(old, next *config.Config) error {
+	var ps config.Problems
+	for _, f := range []struct {
+		name string
+		same bool
+	}{
+		{"queue", old.Queue == next.Queue},
+		{"workers", old.Workers == next.Workers},
+		{"fail_open", old.FailOpen == next.FailOpen},
+		{"mark", old.Mark == next.Mark},
+		{"admin", old.Admin == next.Admin},
+		{"metrics", old.Metrics == next.Metrics},
+		{"max_pending", old.MaxPending == next.MaxPending},
+	} {
+		if !f.same {
+			ps = append(ps, config.Problem{Path: f.name, Msg: "changes only with a restart"})
+		}
+	}
+	if len(ps) > 0 {
+		return ps
+	}
+	return nil
+}
+
 // run is falg's main job: everything it sets up is torn down before it
 // returns, whatever the reason.
-func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
+func run(ctx context.Context, c *config.Config, path string, log *slog.Logger) error {
 	if err := unsupported(c); err != nil {
 		return err
 	}
@@ -155,6 +184,54 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	mux.HandleFunc("GET /records", func(w http.ResponseWriter, _ *http.Request) {
 		serveJSON(w, eng.Records().All())
 	})
+
+	// Reloads, from SIGHUP or the admin socket, one at a time.
+	var reloadMu sync.Mutex
+	reload := func() error {
+		reloadMu.Lock()
+		defer reloadMu.Unlock()
+		next, err := config.Load(path)
+		if err == nil {
+			err = errors.Join(unsupported(next), fixed(c, next))
+		}
+		if err != nil {
+			log.Error("reload refused: keeping the running configuration", "config", path, "err", err)
+			return err
+		}
+		if err := nft.New(next).Update(nc, kind); err != nil {
+			log.Error("reload: ruleset not updated: keeping the running configuration", "err", err)
+			return err
+		}
+		if err := eng.Reload(next); err != nil {
+			return err
+		}
+		c = next
+		log.Info("reloaded", "config", path, "services", len(next.Services))
+		return nil
+	}
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := reload(); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		fmt.Fprintln(w, "reloaded")
+	})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	hupDone := make(chan struct{})
+	defer func() { <-hupDone }()
+	go func() {
+		defer close(hupDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload()
+			}
+		}
+	}()
 	var admin *adminServer
 	defer func() { admin.Close() }()
 	return nfq.Run(ctx, nfq.Config{
