@@ -2,17 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -86,7 +80,7 @@ func demo(ctx context.Context, w io.Writer) error {
 		l.Close()
 		fmt.Fprintln(w, "lab removed")
 	}()
-	cert, err := demoCert()
+	cert, err := lab.Certificate("a.example", "*.a.example", "*.b.example")
 	if err != nil {
 		return err
 	}
@@ -179,23 +173,6 @@ func demoHandler(i int, name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "backend %d (%s) saw client %s asking for %s\n", i, name, r.RemoteAddr, r.Host)
 	})
-}
-
-func demoCert() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "falg demo"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"a.example", "*.a.example", "*.b.example"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 func waitSocket(ctx context.Context, path string) error {

@@ -9,17 +9,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -309,15 +303,15 @@ func cpuTime(pid int) time.Duration {
 }
 
 func serveTLS(ns *lab.NS, port int) (func(), error) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"a.example"}}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	cert, err := lab.Certificate("a.example")
+	if err != nil {
+		return nil, err
+	}
 	ln, err := ns.Listen("tcp", fmt.Sprintf("[::]:%d", port))
 	if err != nil {
 		return nil, err
 	}
-	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
 	go func() {
 		for {
 			c, err := tl.Accept()
