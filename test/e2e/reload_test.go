@@ -67,17 +67,17 @@ func TestReload(t *testing.T) {
 		t.Errorf("reload of an invalid config succeeded: %s", out)
 	}
 	f.cmd.Signal(syscall.SIGHUP)
-	write("queue: 7\n" + strings.ReplaceAll(reloadConfig, "BACKEND", "10.0.1.2"))
-	out, err := l.Router.Command(ctx, falgBin, "reload", "-c", f.cfg).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "queue: changes only with a restart") {
-		t.Errorf("reload changing queue: %v %s", err, out)
-	}
 	deadline = time.Now().Add(5 * time.Second)
 	for !f.logHas("reload refused", "services") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if !f.logHas("reload refused", "services") {
 		t.Error("the invalid config's SIGHUP left no log line")
+	}
+	write("queue: 7\n" + strings.ReplaceAll(reloadConfig, "BACKEND", "10.0.1.2"))
+	out, err := l.Router.Command(ctx, falgBin, "reload", "-c", f.cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "queue: changes only with a restart") {
+		t.Errorf("reload changing queue: %v %s", err, out)
 	}
 	served(1)
 
