@@ -72,7 +72,6 @@ type Engine struct {
 	flows    *table
 	max      int64
 	dels     chan nft.Tuple
-	wscale   sync.Map // netip.AddrPort -> int8: each backend's last window shift
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
 	records  *Records
 	observer Observer
@@ -89,6 +88,11 @@ type service struct {
 	popts  protocol.Options
 	// pending counts the service's flows in setup, for Limits.MaxPending.
 	pending atomic.Int64
+	// shift is the window shift falg offers the service's clients: the
+	// smallest its backends were seen to use (7 until one is seen), never
+	// more, because after the hand-over the client reads the backend's
+	// window fields with it.
+	shift   atomic.Int32
 	limiter *limiter // nil: no per-client rate
 }
 
@@ -101,6 +105,13 @@ func (s *service) parser() (protocol.Parser, error) {
 		name = "none" // the PROXY header itself decides; see flow.feed
 	}
 	return protocol.New(name, s.popts)
+}
+
+// learnShift lowers the service's client window shift to a backend's.
+func (s *service) learnShift(backend int8) {
+	b := int32(max(backend, 0))
+	for cur := s.shift.Load(); b < cur && !s.shift.CompareAndSwap(cur, b); cur = s.shift.Load() {
+	}
 }
 
 // trusts reports whether a connects from an upstream whose PROXY header
@@ -233,6 +244,7 @@ func newRouting(c *config.Config) (*routing, error) {
 			return nil, err
 		}
 		s := &service{cfg: sc, index: i, routes: rt, popts: protocol.Options{Users: sc.Users}}
+		s.shift.Store(7)
 		if sc.Limits.ClientRate > 0 {
 			s.limiter = newLimiter(sc.Limits.ClientRate, sc.Limits.ClientBurst)
 		}

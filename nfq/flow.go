@@ -155,30 +155,10 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 	defer f.mu.Unlock()
 	f.wsToClient = -1
 	if s.opts.wscale >= 0 {
-		f.wsToClient = e.clientShift(svc)
+		f.wsToClient = int8(svc.shift.Load())
 	}
 	f.sendSynAck()
 	f.arm(svc.cfg.Timeouts.FirstData, f.silent)
-}
-
-// clientShift is the window shift falg offers clients of svc: never more
-// than its backends use, because after the hand-over the client reads the
-// backend's window fields with this shift.
-func (e *Engine) clientShift(svc *service) int8 {
-	shift := int8(7)
-	for _, r := range svc.cfg.Routes {
-		for _, b := range r.Backends {
-			if v, ok := e.wscale.Load(b.Addr); ok {
-				shift = min(shift, v.(int8))
-			}
-		}
-	}
-	for _, b := range svc.cfg.Default {
-		if v, ok := e.wscale.Load(b.Addr); ok {
-			shift = min(shift, v.(int8))
-		}
-	}
-	return shift
 }
 
 func (f *flow) sendSynAck() {

@@ -15,7 +15,7 @@ import (
 // lets the held client packets through and leaves the rest to the kernel.
 func (f *flow) handover(synack *segment) {
 	bws := synack.opts.wscale
-	f.e.wscale.Store(f.backend, max(bws, 0))
+	f.svc.learnShift(bws)
 	reply := f.parser.Reply(protocol.OK)
 	hs := seqnat.Handshake{
 		ClientISN:     f.cISN,

@@ -30,3 +30,14 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("%d buckets after the sweep, want 1", len(l.buckets))
 	}
 }
+
+func TestLearnShift(t *testing.T) {
+	var s service
+	s.shift.Store(7)
+	for _, c := range []struct{ seen, want int8 }{{9, 7}, {5, 5}, {6, 5}, {-1, 0}} {
+		s.learnShift(c.seen)
+		if got := int8(s.shift.Load()); got != c.want {
+			t.Errorf("after a backend with shift %d: %d, want %d", c.seen, got, c.want)
+		}
+	}
+}
