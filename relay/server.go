@@ -67,11 +67,11 @@ type Server struct {
 	needPolicy bool
 	policy     *policy
 
-	mu      sync.Mutex
-	conns   map[io.Closer]struct{} // open flow sockets, closed at the end of a drain
-	killed  bool // the drain deadline passed: new sockets are refused
-	flows   sync.WaitGroup // flow handlers and UDP sessions
-	loops   sync.WaitGroup // accept and read loops
+	mu     sync.Mutex
+	conns  map[io.Closer]struct{} // open flow sockets, closed at the end of a drain
+	killed bool                   // the drain deadline passed: new sockets are refused
+	flows  sync.WaitGroup         // flow handlers and UDP sessions
+	loops  sync.WaitGroup         // accept and read loops
 }
 
 // Relayed returns the services of c that the relay data plane serves.
