@@ -527,6 +527,7 @@ func TestRelayLabeler(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
+	reads0 := r.readSyscalls()
 	for _, msg := range []string{"hello", "world"} {
 		c.Write([]byte(msg))
 		want := msg + "[L][L]"
@@ -534,5 +535,10 @@ func TestRelayLabeler(t *testing.T) {
 		if _, err := io.ReadFull(br, got); err != nil || string(got) != want {
 			t.Fatalf("echo of %q: %q, %v; want %q", msg, got, err, want)
 		}
+	}
+	// An intercepted flow is copied through user space: one read(2) per
+	// chunk at least (the contrast to TestRelayBulk's spliced flow).
+	if reads := r.readSyscalls() - reads0; reads < 4 {
+		t.Errorf("intercepted flow: %d read calls for 4 chunks", reads)
 	}
 }
