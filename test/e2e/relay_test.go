@@ -338,7 +338,7 @@ func TestRelayRouting(t *testing.T) {
 				name  string
 				rcode dnsmessage.RCode
 			}{
-				{"www.a.example.", dnsmessage.RCodeNameError},  // backend0
+				{"www.a.example.", dnsmessage.RCodeNameError},   // backend0
 				{"x.b.example.", dnsmessage.RCodeServerFailure}, // backend1, same client port
 				{"c.example.", dnsmessage.RCodeRefused},         // no route: falg answers
 				{"a.example.", dnsmessage.RCodeNameError},       // backend0 again
