@@ -1,10 +1,14 @@
 // Command bench measures falg in one namespace lab, in one run, against
 // baselines taken in the same run: bulk throughput through plain routing, a
 // static nft DNAT and a falg-spliced flow (iperf3), and the rate and router
-// CPU of short TLS connections routed by SNI, direct and through falg.
+// CPU of short TLS connections routed by SNI, direct and through falg. With
+// -relay it also compares, for bulk, the splice with the relay data plane
+// (splice(2) in falg's process) and a plain Go io.Copy proxy, in
+// throughput and CPU per GiB moved.
 // Machines here are noisy: read the ratios, not the absolute numbers.
 //
 //	go run ./test/bench -falg bin/falg
+//	go run ./test/bench -falg bin/falg -relay bin/labeler -skip-rate
 package main
 
 import (
@@ -37,6 +41,8 @@ var (
 	logLevel = flag.String("log", "warn", "falg log level")
 	keepLog  = flag.String("keep-log", "", "copy falg's log here")
 	profile  = flag.String("profile", "", "write a CPU profile of falg during the rate test here")
+	relayBin = flag.String("relay", "", "examples/labeler binary: also measure the relay data plane and a Go io.Copy proxy")
+	skipRate = flag.Bool("skip-rate", false, "skip the short-connection measurement")
 )
 
 const benchConfig = `
@@ -143,6 +149,17 @@ func run() error {
 	}
 	dn, sp := median(bulk[1]), median(bulk[2])
 	fmt.Printf("  ratio splice/DNAT %.2f   splice/plain %.2f\n\n", sp/dn, sp/median(bulk[0]))
+
+	if *relayBin != "" {
+		if err := relayBench(ctx, l, dir, falg.Process.Pid); err != nil {
+			return err
+		}
+	}
+	if *skipRate {
+		falg.Process.Signal(syscall.SIGTERM)
+		l.Wait(falg)
+		return nil
+	}
 
 	pid := falg.Process.Pid
 	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients, %d rounds\n", *conns, *parallel, *rounds)
