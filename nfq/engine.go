@@ -236,7 +236,7 @@ func newRouting(c *config.Config) (*routing, error) {
 	r := &routing{byListen: map[config.Listen]*service{}, backends: map[netip.AddrPort]bool{}}
 	for i := range c.Services {
 		sc := &c.Services[i]
-		if !sc.Protocol.TCP() {
+		if !sc.Protocol.TCP() || sc.Dataplane == "relay" {
 			continue
 		}
 		rt, err := route.New(sc)

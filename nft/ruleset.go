@@ -96,6 +96,9 @@ func New(c *config.Config) *Ruleset {
 		PendingTimeout: DefaultPendingTimeout,
 	}
 	for _, s := range c.Services {
+		if s.Dataplane == "relay" {
+			continue // falg listens itself: nothing to queue
+		}
 		for _, l := range s.Listen {
 			if s.Protocol.TCP() {
 				r.Listens = append(r.Listens, Listen{TCP, l.Addr, l.Port})

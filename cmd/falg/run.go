@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"falg/config"
 	"falg/nfq"
 	"falg/nft"
+	"falg/relay"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -53,7 +55,7 @@ func unsupported(c *config.Config) error {
 			ps = append(ps, config.Problem{Path: fmt.Sprintf("services[%d].%s", i, field), Msg: msg})
 		}
 		if s.Dataplane == "relay" {
-			at("dataplane", "relay is not implemented yet")
+			continue // relay.New checks what the relay can serve
 		}
 		switch s.Protocol {
 		case config.UDP, config.DNS:
@@ -82,6 +84,7 @@ func fixed(old, next *config.Config) error {
 		{"admin", old.Admin == next.Admin},
 		{"metrics", old.Metrics == next.Metrics},
 		{"max_pending", old.MaxPending == next.MaxPending},
+		{"services (dataplane: relay)", reflect.DeepEqual(relay.Relayed(old), relay.Relayed(next))},
 	} {
 		if !f.same {
 			ps = append(ps, config.Problem{Path: f.name, Msg: "changes only with a restart"})
@@ -99,12 +102,21 @@ func run(ctx context.Context, c *config.Config, path string, log *slog.Logger) e
 	if err := unsupported(c); err != nil {
 		return err
 	}
+	if err := claimAdmin(c.Admin); err != nil {
+		return err
+	}
+	stopRelay, relayStats, err := startRelay(c, log)
+	if err != nil {
+		return err
+	}
+	defer stopRelay()
+
 	stats, es := &nfq.Stats{}, &nfq.EngineStats{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		serveJSON(w, map[string]int64{
+		m := map[string]int64{
 			"queued":       int64(stats.Queued.Load()),
 			"accepted":     int64(stats.Accepted.Load()),
 			"dropped":      int64(stats.Dropped.Load()),
@@ -124,11 +136,12 @@ func run(ctx context.Context, c *config.Config, path string, log *slog.Logger) e
 			"undecodable":  int64(es.Undecodable.Load()),
 			"handover_err": int64(es.HandoverErr.Load()),
 			"pending":      es.Pending.Load(),
-		})
+		}
+		for k, v := range relayStats.Map() {
+			m[k] = v
+		}
+		serveJSON(w, m)
 	})
-	if err := claimAdmin(c.Admin); err != nil {
-		return err
-	}
 
 	nc, err := nftables.New()
 	if err != nil {

@@ -23,10 +23,9 @@ import (
 	"falg/test/lab"
 )
 
-// The relay tests run the relay data plane through examples/labeler, which
-// serves the `dataplane: relay` services of a falg config (with -label ""
-// it intercepts nothing, so flows are spliced), until falg run starts
-// relays itself.
+// The relay tests run the relay data plane through falg run; the
+// interceptor tests through examples/labeler, which serves the
+// `dataplane: relay` services of a falg config with its interceptor.
 
 var labelerBin = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "falg-e2e-labeler-")
@@ -41,29 +40,35 @@ var labelerBin = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-// relayProc is a labeler process in a lab's router.
+// relayProc is a falg run or labeler process in a lab's router.
 type relayProc struct {
-	t   testing.TB
-	lab *lab.Lab
-	cmd *exec.Cmd
-	out *syncBuffer
+	t    testing.TB
+	lab  *lab.Lab
+	proc *os.Process
+	wait func() error
+	out  *syncBuffer
 }
 
-// startRelay runs the labeler on yaml in the router and waits until it
-// prints ready.
+// startRelay runs falg run on yaml in the router, or with a label the
+// labeler, and waits until it serves.
 func startRelay(t testing.TB, l *lab.Lab, yaml, label string) *relayProc {
 	t.Helper()
+	if label == "" {
+		f := startFalg(t, l, yaml)
+		return &relayProc{t: t, lab: l, proc: f.cmd, wait: f.wait, out: f.out}
+	}
 	bin, err := labelerBin()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := writeConfig(t, yaml)
 	r := &relayProc{t: t, lab: l, out: &syncBuffer{}}
-	r.cmd = l.Router.Command(context.Background(), bin, "-c", cfg, "-label", label, "-log-level", "debug", "-drain", "1s")
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	if err := l.StartCmd(r.cmd); err != nil {
+	cmd := l.Router.Command(context.Background(), bin, "-c", cfg, "-label", label, "-log-level", "debug", "-drain", "1s")
+	cmd.Stdout, cmd.Stderr = r.out, r.out
+	if err := l.StartCmd(cmd); err != nil {
 		t.Fatal(err)
 	}
+	r.proc, r.wait = cmd.Process, func() error { return l.Wait(cmd) }
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("relay log:\n%s", r.out.String())
@@ -82,9 +87,9 @@ func startRelay(t testing.TB, l *lab.Lab, yaml, label string) *relayProc {
 // stop sends SIGTERM and expects a clean exit.
 func (r *relayProc) stop() {
 	r.t.Helper()
-	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.proc.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
-	go func() { done <- r.lab.Wait(r.cmd) }()
+	go func() { done <- r.wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -99,7 +104,7 @@ func (r *relayProc) stop() {
 // /proc/PID/io): splice(2) is not one, read(2) is.
 func (r *relayProc) readSyscalls() int64 {
 	r.t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", r.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", r.proc.Pid))
 	if err != nil {
 		r.t.Fatal(err)
 	}
