@@ -3,6 +3,7 @@ package dump
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -256,8 +257,21 @@ func appendLayers(b []byte, data []byte) []byte {
 	p := gopacket.NewPacket(data, first, gopacket.DecodeOptions{NoCopy: true})
 	for _, layer := range p.Layers() {
 		b = append(b, "    "...)
-		b = append(b, gopacket.LayerString(layer)...)
+		b = append(b, layerString(layer)...)
 		b = append(b, '\n')
 	}
 	return b
+}
+
+// layerString is gopacket.LayerString, which panics on some malformed
+// layers (a TCP option of a kind gopacket decodes further, such as MPTCP,
+// with no data; see testdata/fuzz/FuzzDecode/b9298bc23cf47ef0): such a
+// layer prints as an error instead.
+func layerString(l gopacket.Layer) (s string) {
+	defer func() {
+		if r := recover(); r != nil {
+			s = fmt.Sprintf("%v: cannot print: %v", l.LayerType(), r)
+		}
+	}()
+	return gopacket.LayerString(l)
 }
