@@ -32,6 +32,13 @@ type EngineStats struct {
 	Undecodable atomic.Uint64 // queued packets that did not parse
 	HandoverErr atomic.Uint64 // conntrack creates that failed
 	Pending     atomic.Int64  // flows in setup now
+
+	DNSQueries   atomic.Uint64 // DNS messages to a dns listen over UDP
+	DNSRefused   atomic.Uint64 // of those, answered REFUSED by falg: no route (or none of the client's family)
+	DNSFormErr   atomic.Uint64 // of those, answered FORMERR (NOTIMP for another opcode) by falg
+	DNSDropped   atomic.Uint64 // of those, dropped: shorter than a DNS header, or a response
+	UDPFlows     atomic.Uint64 // udp relay flows given a backend
+	UDPNoBackend atomic.Uint64 // udp relay flows dropped: no backend of their family
 }
 
 // EngineConfig is what an Engine needs besides the config.
@@ -62,6 +69,7 @@ type Engine struct {
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
 	backends map[netip.AddrPort]bool
 	records  *Records
+	udp      *udpHandler
 	debug    bool // log every queued packet
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -135,6 +143,9 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 		for _, b := range sc.Default {
 			e.backends[b.Addr] = true
 		}
+	}
+	if e.udp, err = newUDPHandler(c, ec.Injector, ec.Log, ec.Stats); err != nil {
+		return nil, err
 	}
 
 	defer func() {
@@ -217,9 +228,7 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 			"flags", s.flags, "seq", s.seq, "ack", s.ack, "len", len(s.payload))
 	}
 	if s.proto != 6 {
-		// UDP services are not routed by the engine yet.
-		e.stats.Unknown.Add(1)
-		q.Verdict(p.ID, Drop)
+		e.udp.packet(q, p, &s)
 		return
 	}
 	syn := s.flags&(flagSYN|flagACK|flagRST|flagFIN) == flagSYN

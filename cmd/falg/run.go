@@ -50,8 +50,7 @@ func unsupported(c *config.Config) error {
 		if s.Dataplane == "relay" {
 			at("dataplane", "relay is not implemented yet")
 		}
-		switch s.Protocol {
-		case config.Proxy, config.UDP, config.DNS:
+		if s.Protocol == config.Proxy {
 			at("protocol", string(s.Protocol)+" is not implemented yet")
 		}
 		if s.ProxyProtocol != "off" {
@@ -60,6 +59,10 @@ func unsupported(c *config.Config) error {
 		if len(s.AcceptProxy) > 0 {
 			at("accept_proxy", "accepting PROXY headers is not implemented yet")
 		}
+	}
+	// Every dns and udp backend needs a mark value of its own (nft.UDPTargets).
+	if _, err := nft.UDPTargets(c); err != nil {
+		ps = append(ps, config.Problem{Path: "mark", Msg: err.Error()})
 	}
 	if len(ps) > 0 {
 		return ps
@@ -78,7 +81,7 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		serveJSON(w, map[string]int64{
+		m := map[string]int64{
 			"queued":       int64(stats.Queued.Load()),
 			"accepted":     int64(stats.Accepted.Load()),
 			"dropped":      int64(stats.Dropped.Load()),
@@ -97,7 +100,9 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 			"undecodable":  int64(es.Undecodable.Load()),
 			"handover_err": int64(es.HandoverErr.Load()),
 			"pending":      es.Pending.Load(),
-		})
+		}
+		addUDPStats(m, es)
+		serveJSON(w, m)
 	})
 	if err := claimAdmin(c.Admin); err != nil {
 		return err
@@ -156,4 +161,14 @@ func run(ctx context.Context, c *config.Config, log *slog.Logger) error {
 			admin = a
 		},
 	})
+}
+
+// addUDPStats adds the counters of DNS queries and udp relay flows to m.
+func addUDPStats(m map[string]int64, es *nfq.EngineStats) {
+	m["dns_queries"] = int64(es.DNSQueries.Load())
+	m["dns_refused"] = int64(es.DNSRefused.Load())
+	m["dns_formerr"] = int64(es.DNSFormErr.Load())
+	m["dns_dropped"] = int64(es.DNSDropped.Load())
+	m["udp_flows"] = int64(es.UDPFlows.Load())
+	m["udp_no_backend"] = int64(es.UDPNoBackend.Load())
 }
