@@ -24,7 +24,9 @@ type Config struct {
 	Workers int
 	// FailOpen lets new flows pass unrouted when no falg reads the queue.
 	FailOpen bool
-	// Mark holds the packet and conntrack mark bits falg owns (contiguous, at least two).
+	// Mark holds the packet and conntrack mark bits falg owns (contiguous,
+	// at least two), from the lowest: injected packets, spliced flows, the
+	// relay's diverted connections, then a field numbering UDP targets.
 	Mark uint32
 	// Admin is the path of the admin socket.
 	Admin string
@@ -46,6 +48,20 @@ func (c *Config) InjectMark() uint32 { return c.Mark & -c.Mark }
 func (c *Config) FlowMark() uint32 {
 	rest := c.Mark &^ c.InjectMark()
 	return rest & -rest
+}
+
+// RelayMark is the packet mark of connections the relay data plane
+// diverts to its transparent sockets: the third-lowest bit of Mark, or 0
+// when Mark has only two bits.
+func (c *Config) RelayMark() uint32 {
+	rest := c.Mark &^ c.InjectMark() &^ c.FlowMark()
+	return rest & -rest
+}
+
+// UDPMarkMask holds the bits of Mark above the inject, flow and relay
+// bits: the field whose values number the UDP targets (nft.UDPTargets).
+func (c *Config) UDPMarkMask() uint32 {
+	return c.Mark &^ c.InjectMark() &^ c.FlowMark() &^ c.RelayMark()
 }
 
 // Protocol names what a service parses in the first bytes of a flow.

@@ -13,7 +13,7 @@ func TestExampleConfigPasses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example config: %v", err)
 	}
-	if len(c.Services) != 4 || c.Workers != 2 || c.Mark != 0x00f00000 {
+	if len(c.Services) != 4 || c.Workers != 2 || c.Mark != 0x0ff00000 {
 		t.Fatalf("example config decoded wrong: %+v", c)
 	}
 	web := c.Services[0]
@@ -33,8 +33,8 @@ func TestExampleConfigPasses(t *testing.T) {
 	if !c.Services[2].Routes[0].Backends[0].Requested {
 		t.Errorf("proxy route backend should be requested")
 	}
-	if c.InjectMark() != 0x00100000 || c.FlowMark() != 0x00200000 {
-		t.Errorf("marks: inject %#x flow %#x", c.InjectMark(), c.FlowMark())
+	if c.InjectMark() != 0x00100000 || c.FlowMark() != 0x00200000 || c.RelayMark() != 0x00400000 || c.UDPMarkMask() != 0x0f800000 {
+		t.Errorf("marks: inject %#x flow %#x relay %#x udp %#x", c.InjectMark(), c.FlowMark(), c.RelayMark(), c.UDPMarkMask())
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 
 // Defaults for keys the file leaves out.
 const (
-	DefaultMark       = 0x00f00000
+	DefaultMark       = 0x0ff00000
 	DefaultAdmin      = "/run/falg/falg.sock"
 	DefaultFirstData  = 10 * time.Second
 	DefaultConnect    = 3 * time.Second

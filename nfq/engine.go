@@ -34,6 +34,13 @@ type EngineStats struct {
 	Undecodable atomic.Uint64 // queued packets that did not parse
 	HandoverErr atomic.Uint64 // conntrack creates that failed
 	Pending     atomic.Int64  // flows in setup now
+
+	DNSQueries   atomic.Uint64 // DNS messages to a dns listen over UDP
+	DNSRefused   atomic.Uint64 // of those, answered REFUSED by falg: no route (or none of the client's family)
+	DNSFormErr   atomic.Uint64 // of those, answered FORMERR (NOTIMP for another opcode) by falg
+	DNSDropped   atomic.Uint64 // of those, dropped: shorter than a DNS header, or a response
+	UDPFlows     atomic.Uint64 // udp relay flows given a backend
+	UDPNoBackend atomic.Uint64 // udp relay flows dropped: no backend of their family
 }
 
 // Observer is told what becomes of flows, for metrics. Its methods are
@@ -75,6 +82,7 @@ type Engine struct {
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
 	records  *Records
 	observer Observer
+	udp      atomic.Pointer[udpHandler]
 	debug    bool // log every queued packet
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
@@ -164,6 +172,11 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 		return nil, err
 	}
 	e.routing.Store(r)
+	u, err := newUDPHandler(c, ec.Injector, ec.Log, ec.Stats)
+	if err != nil {
+		return nil, err
+	}
+	e.udp.Store(u)
 
 	defer func() {
 		if err != nil {
@@ -285,7 +298,12 @@ func (e *Engine) Reload(c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	u, err := newUDPHandler(c, e.inj, e.log, e.stats)
+	if err != nil {
+		return err
+	}
 	e.routing.Store(r)
+	e.udp.Store(u)
 	return nil
 }
 
@@ -303,9 +321,7 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 			"flags", s.flags, "seq", s.seq, "ack", s.ack, "len", len(s.payload))
 	}
 	if s.proto != 6 {
-		// UDP services are not routed by the engine yet.
-		e.stats.Unknown.Add(1)
-		q.Verdict(p.ID, Drop)
+		e.udp.Load().packet(q, p, &s)
 		return
 	}
 	syn := s.flags&(flagSYN|flagACK|flagRST|flagFIN) == flagSYN

@@ -89,6 +89,21 @@ func (q *Queue) Verdict(id uint32, verdict int) {
 	}
 }
 
+// VerdictWithMark gives packet id its verdict and sets its packet mark to
+// mark: rules after the queue read it (falg's UDP targets).
+func (q *Queue) VerdictWithMark(id uint32, verdict int, mark uint32) {
+	if err := q.nf.SetVerdictWithMark(id, verdict, int(mark)); err != nil {
+		q.stats.Errors.Add(1)
+		q.log.Warn("nfq: verdict with mark", "queue", q.Num, "id", id, "mark", mark, "err", err)
+		return
+	}
+	if verdict == Accept {
+		q.stats.Accepted.Add(1)
+	} else {
+		q.stats.Dropped.Add(1)
+	}
+}
+
 // Run opens the queues, reads them until ctx ends or a reader fails for
 // good, then closes them all. It returns nil when ctx ended it.
 func Run(ctx context.Context, c Config) error {

@@ -169,8 +169,9 @@ func (r *Ruleset) add(c *nftables.Conn, t *nftables.Table, kind QueueKind) error
 	back := chain(ChainBackends, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityMangle)
 	out := chain(ChainOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityRaw)
 	fwd := chain(ChainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
-	chain(ChainNATPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
-	chain(ChainNATPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+	natPre := chain(ChainNATPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+	natPost := chain(ChainNATPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+	r.addUDPRules(c, t, natPre, natPost, kind, chain)
 
 	for _, ru := range r.preroutingRules() {
 		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: r.exprs(ru, sets, kind)})

@@ -78,6 +78,14 @@ type Ruleset struct {
 	// Backends are the fixed TCP backends of all services: their SYN-ACKs
 	// are queued.
 	Backends []netip.AddrPort
+	// UDPMarkMask holds the mark bits that number UDPTargets.
+	UDPMarkMask uint32
+	// UDPTargets are the backends of dns and udp services (UDPTargets).
+	UDPTargets []UDPTarget
+	// UDPFlowListens are the listens of udp services: the first packet of
+	// each new flow is queued (Listens holds the DNS ones, every packet of
+	// which is queued).
+	UDPFlowListens []Listen
 }
 
 // DefaultPendingTimeout is how long an entry stays in a pending set
@@ -94,7 +102,11 @@ func New(c *config.Config) *Ruleset {
 		FlowMark:       c.FlowMark(),
 		PendingSize:    uint32(2 * c.MaxPending), // client and backend tuples
 		PendingTimeout: DefaultPendingTimeout,
+		UDPMarkMask:    UDPMarkMask(c),
 	}
+	// A configuration whose targets do not all fit is refused by falg run;
+	// the ruleset carries those that do.
+	r.UDPTargets, _ = UDPTargets(c)
 	for _, s := range c.Services {
 		if s.Dataplane == "relay" {
 			continue // falg listens itself: nothing to queue
@@ -103,8 +115,11 @@ func New(c *config.Config) *Ruleset {
 			if s.Protocol.TCP() {
 				r.Listens = append(r.Listens, Listen{TCP, l.Addr, l.Port})
 			}
-			if s.Protocol.UDP() {
+			switch s.Protocol {
+			case config.DNS:
 				r.Listens = append(r.Listens, Listen{UDP, l.Addr, l.Port})
+			case config.UDP:
+				r.UDPFlowListens = append(r.UDPFlowListens, Listen{UDP, l.Addr, l.Port})
 			}
 		}
 		if !s.Protocol.TCP() {
@@ -255,21 +270,31 @@ func (r *Ruleset) String() string {
 		}
 		b.WriteString("\t}\n\n")
 	}
-	chains := []struct {
+	type chain struct {
 		name, hook string
 		rules      []rule
-	}{
-		{ChainPrerouting, "type filter hook prerouting priority raw; policy accept;", r.preroutingRules()},
-		{ChainBackends, "type filter hook prerouting priority mangle; policy accept;", r.backendRules()},
-		{ChainOutput, "type filter hook output priority raw; policy accept;", []rule{{notrack: r.InjectMark}}},
-		{ChainForward, "type filter hook forward priority filter; policy accept;", []rule{{ctMark: r.FlowMark}}},
-		{ChainNATPrerouting, "type nat hook prerouting priority dstnat; policy accept;", nil},
-		{ChainNATPostrouting, "type nat hook postrouting priority srcnat; policy accept;", nil},
+		udp        []udpRule
+	}
+	chains := []chain{
+		{ChainPrerouting, "type filter hook prerouting priority raw; policy accept;", r.preroutingRules(), nil},
+		{ChainBackends, "type filter hook prerouting priority mangle; policy accept;", r.backendRules(), nil},
+		{ChainOutput, "type filter hook output priority raw; policy accept;", []rule{{notrack: r.InjectMark}}, nil},
+		{ChainForward, "type filter hook forward priority filter; policy accept;", []rule{{ctMark: r.FlowMark}}, nil},
+		{ChainNATPrerouting, "type nat hook prerouting priority dstnat; policy accept;", nil, r.dnatRules()},
+		{ChainNATPostrouting, "type nat hook postrouting priority srcnat; policy accept;", nil, r.snatRules()},
+	}
+	if r.hasUDP() {
+		chains = append(chains,
+			chain{ChainUDPZones, "type filter hook prerouting priority raw + 1; policy accept;", nil, r.zoneRules()},
+			chain{ChainUDPFlows, "type filter hook prerouting priority mangle; policy accept;", nil, r.flowRules()})
 	}
 	for i, c := range chains {
 		fmt.Fprintf(&b, "\tchain %s {\n\t\t%s\n", c.name, c.hook)
 		for _, ru := range c.rules {
 			fmt.Fprintf(&b, "\t\t%s\n", r.text(ru))
+		}
+		for _, ru := range c.udp {
+			fmt.Fprintf(&b, "\t\t%s\n", r.udpText(ru))
 		}
 		b.WriteString("\t}\n")
 		if i < len(chains)-1 {

@@ -303,7 +303,4 @@ func addrPort(a net.Addr) (ap netip.AddrPort) {
 // MarkBit returns the mark bit the relay uses in falg's configuration: the
 // third-lowest bit of c.Mark (the two lowest are the splice engine's inject
 // and flow marks), or 0 when c.Mark has fewer than three bits.
-func MarkBit(c *config.Config) uint32 {
-	rest := c.Mark &^ c.InjectMark() &^ c.FlowMark()
-	return rest & -rest
-}
+func MarkBit(c *config.Config) uint32 { return c.RelayMark() }

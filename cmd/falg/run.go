@@ -49,21 +49,9 @@ func newRunCmd(g *globals) *cobra.Command {
 // unsupported refuses configurations that check accepts but this falg
 // cannot serve yet, naming the field, rather than serving them wrongly.
 func unsupported(c *config.Config) error {
-	var ps config.Problems
-	for i, s := range c.Services {
-		at := func(field, msg string) {
-			ps = append(ps, config.Problem{Path: fmt.Sprintf("services[%d].%s", i, field), Msg: msg})
-		}
-		if s.Dataplane == "relay" {
-			continue // relay.New checks what the relay can serve
-		}
-		switch s.Protocol {
-		case config.UDP, config.DNS:
-			at("protocol", string(s.Protocol)+" is not implemented yet")
-		}
-	}
-	if len(ps) > 0 {
-		return ps
+	// Every dns and udp backend needs a mark value of its own (nft.UDPTargets).
+	if _, err := nft.UDPTargets(c); err != nil {
+		return config.Problems{{Path: "mark", Msg: err.Error()}}
 	}
 	return nil
 }
@@ -140,6 +128,7 @@ func run(ctx context.Context, c *config.Config, path string, log *slog.Logger) e
 		for k, v := range relayStats.Map() {
 			m[k] = v
 		}
+		addUDPStats(m, es)
 		serveJSON(w, m)
 	})
 
@@ -259,4 +248,14 @@ func run(ctx context.Context, c *config.Config, path string, log *slog.Logger) e
 			admin = a
 		},
 	})
+}
+
+// addUDPStats adds the counters of DNS queries and udp relay flows to m.
+func addUDPStats(m map[string]int64, es *nfq.EngineStats) {
+	m["dns_queries"] = int64(es.DNSQueries.Load())
+	m["dns_refused"] = int64(es.DNSRefused.Load())
+	m["dns_formerr"] = int64(es.DNSFormErr.Load())
+	m["dns_dropped"] = int64(es.DNSDropped.Load())
+	m["udp_flows"] = int64(es.UDPFlows.Load())
+	m["udp_no_backend"] = int64(es.UDPNoBackend.Load())
 }

@@ -42,8 +42,11 @@ var (
 	keepLog  = flag.String("keep-log", "", "copy falg's log here")
 	profile  = flag.String("profile", "", "write a CPU profile of falg during the rate test here")
 	relayBin = flag.String("relay", "", "examples/labeler binary: also measure the relay data plane and a Go io.Copy proxy")
-	skipRate = flag.Bool("skip-rate", false, "skip the short-connection measurement")
+	only     = flag.String("only", "", "run only this part: bulk, relay, tls or dns")
 )
+
+// want reports whether the part named is to be run.
+func want(part string) bool { return *only == "" || *only == part }
 
 const benchConfig = `
 workers: 2
@@ -58,6 +61,15 @@ services:
     routes:
       - match: ["a.example"]
         backends: ["10.0.1.3:8443"]
+    default: reject
+  - name: dns
+    listen: ["10.0.0.1:53"]
+    protocol: dns
+    routes:
+      - match: ["a.example."]
+        backends: ["10.0.1.2:53"]
+      - match: ["b.example."]
+        backends: ["10.0.1.3:53"]
     default: reject
 `
 
@@ -98,6 +110,8 @@ func run() error {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 10.0.0.1 tcp dport 5203 dnat to 10.0.1.2:5201
 		ip daddr 10.0.0.1 tcp dport 5443 dnat to 10.0.1.3:8444
+		ip daddr 10.0.0.1 udp dport 5353 dnat to 10.0.1.2:53
+		ip daddr 10.0.0.1 udp dport 5354 dnat to 10.0.1.3:53
 	}
 	chain post {
 		type nat hook postrouting priority srcnat; policy accept;
@@ -128,6 +142,36 @@ func run() error {
 	time.Sleep(300 * time.Millisecond)
 
 	fmt.Printf("falg bench: one lab, one run, %d s per iperf3 run, %d rounds\n\n", *seconds, *rounds)
+	pid := falg.Process.Pid
+	if want("dns") {
+		if err := dnsBench(ctx, l, pid, admin); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
+	if want("bulk") {
+		if err := bulkBench(ctx, client); err != nil {
+			return err
+		}
+	}
+	if *relayBin != "" && want("relay") {
+		if err := relayBench(ctx, l, dir, pid); err != nil {
+			return err
+		}
+	}
+	if want("tls") {
+		if err := tlsBench(ctx, client, pid, admin); err != nil {
+			return err
+		}
+	}
+	falg.Process.Signal(syscall.SIGTERM)
+	l.Wait(falg)
+	return nil
+}
+
+// bulkBench compares one iperf3 stream through plain routing, a static
+// DNAT and a falg splice.
+func bulkBench(ctx context.Context, client *lab.NS) error {
 	targets := []struct{ name, addr string }{
 		{"plain routing", "10.0.1.2:5201"},
 		{"static nft DNAT", "10.0.0.1:5203"},
@@ -149,19 +193,16 @@ func run() error {
 	}
 	dn, sp := median(bulk[1]), median(bulk[2])
 	fmt.Printf("  ratio splice/DNAT %.2f   splice/plain %.2f\n\n", sp/dn, sp/median(bulk[0]))
+	return nil
+}
 
-	if *relayBin != "" {
-		if err := relayBench(ctx, l, dir, falg.Process.Pid); err != nil {
-			return err
-		}
+// tlsBench compares short TLS connections direct, through a static DNAT
+// and routed by SNI through falg.
+func tlsBench(ctx context.Context, client *lab.NS, pid int, admin string) error {
+	st0, err := stats(admin) // earlier parts' packets are not this part's
+	if err != nil {
+		return err
 	}
-	if *skipRate {
-		falg.Process.Signal(syscall.SIGTERM)
-		l.Wait(falg)
-		return nil
-	}
-
-	pid := falg.Process.Pid
 	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients, %d rounds\n", *conns, *parallel, *rounds)
 	direct, _, err := rate(ctx, client, "10.0.1.3:8444", 0)
 	if err != nil {
@@ -199,14 +240,14 @@ func run() error {
 	fmt.Printf("  falg process CPU per connection: %.0f us (user+system; includes the kernel's\n", cpu)
 	fmt.Printf("    forwarding of the packets falg accepts or injects, and in this one-machine lab\n")
 	fmt.Printf("    the receiving namespaces' processing of them)\n")
-	if st, err := stats(admin); err == nil && st["flows"] > 0 {
+	if st, err := stats(admin); err == nil && st["flows"] > st0["flows"] {
+		for k, v := range st0 {
+			st[k] -= v
+		}
 		n := float64(st["flows"])
 		fmt.Printf("  per connection: %.1f packets queued (%.1f accepted, %.1f dropped), %.1f of them after the hand-over\n",
 			float64(st["queued"])/n, float64(st["accepted"])/n, float64(st["dropped"])/n, float64(st["unknown"]+st["late"])/n)
 	}
-
-	falg.Process.Signal(syscall.SIGTERM)
-	l.Wait(falg)
 	return nil
 }
 

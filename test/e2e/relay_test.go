@@ -186,9 +186,10 @@ services:
     default: reject
 `
 
-// serveDNS answers every query on ns:5353 with a response carrying rcode
-// (the query echoed, no answers): the tests tell the backends apart by it.
-func serveDNS(t *testing.T, ns *lab.NS, rcode dnsmessage.RCode) {
+// serveDNSRcode answers every query on ns:5353 with a response carrying
+// rcode (the query echoed, no answers): the tests tell the backends apart
+// by it.
+func serveDNSRcode(t *testing.T, ns *lab.NS, rcode dnsmessage.RCode) {
 	pc, err := ns.ListenPacket("udp", ":5353")
 	if err != nil {
 		t.Fatal(err)
@@ -244,8 +245,8 @@ func socks5Connect(a string, port int) []byte {
 
 func TestRelayRouting(t *testing.T) {
 	l := spliceLab(t, 1)
-	serveDNS(t, l.Backends[0], dnsmessage.RCodeNameError)
-	serveDNS(t, l.Backends[1], dnsmessage.RCodeServerFailure)
+	serveDNSRcode(t, l.Backends[0], dnsmessage.RCodeNameError)
+	serveDNSRcode(t, l.Backends[1], dnsmessage.RCodeServerFailure)
 	client := l.Clients[0]
 	for _, source := range []string{"client", "router"} {
 		t.Run("source="+source, func(t *testing.T) {
