@@ -53,6 +53,19 @@ func (f *flow) handover(synack *segment) {
 		f.fail(protocol.Unreachable, "conntrack create")
 		return
 	}
+	// The flow is the kernel's from here: count and record it before its
+	// first byte can move, so that anyone who sees the flow work sees it
+	// counted too.
+	f.state = spliced
+	f.done.Store(true)
+	f.e.stats.Spliced.Add(1)
+	f.e.records.add(Record{
+		Client: f.client, Asked: f.asked, Backend: f.backend, Source: f.bsrc,
+		Service: f.svc.cfg.Name, Protocol: string(f.svc.cfg.Protocol), Name: f.name,
+		Start: time.Now(), reserve: f.reserve,
+	})
+	f.reserve = nil
+
 	// The entry exists before the backend sees our ACK, so whatever the
 	// backend sends next (a banner) already finds it. The ACK carries the
 	// PROXY header, if there is one.
@@ -90,15 +103,6 @@ func (f *flow) handover(synack *segment) {
 		f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(f.consume),
 			flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: reply})
 	}
-	f.state = spliced
-	f.done.Store(true)
-	f.e.stats.Spliced.Add(1)
-	f.e.records.add(Record{
-		Client: f.client, Asked: f.asked, Backend: f.backend, Source: f.bsrc,
-		Service: f.svc.cfg.Name, Protocol: string(f.svc.cfg.Protocol), Name: f.name,
-		Start: time.Now(), reserve: f.reserve,
-	})
-	f.reserve = nil
 	f.outcome("spliced", nil)
 	f.release()
 }

@@ -61,7 +61,14 @@ func TestMetrics(t *testing.T) {
 	if _, err := exchange(ctx, l.Clients[0], "10.0.0.1:81", "next.example", false, 1000); err != nil {
 		t.Fatal(err)
 	}
+	// falg counts a flow's outcome just after handing it over, which can be
+	// after the client already finished: wait for the last flow's count.
+	last := `falg_flows_total{outcome="spliced",protocol="http",route="0",service="refusing"}`
 	after := scrape(t, l.Router, "10.0.0.1:9180")
+	for deadline := time.Now().Add(5 * time.Second); (after[last] == before[last] || after["falg_pending_flows"] != 0) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		after = scrape(t, l.Router, "10.0.0.1:9180")
+	}
 	for _, c := range []struct {
 		name string
 		want float64
