@@ -204,19 +204,9 @@ func (r *Ruleset) exprs(ru rule, sets map[string]*nftables.Set, kind QueueKind) 
 	var e []expr.Any
 	v6 := ru.family == nfproto6
 	if ru.invalid {
-		e = append(e,
-			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitINVALID), Xor: []byte{0, 0, 0, 0}},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
-		)
+		e = append(e, ctState(expr.CtStateBitINVALID)...)
 	}
-	e = append(e,
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ru.family}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(ru.proto)}},
-	)
+	e = append(e, familyProto(ru.family, byte(ru.proto))...)
 	if ru.daddr.IsValid() {
 		off, n := uint32(16), uint32(4)
 		if v6 {
@@ -303,6 +293,27 @@ func loadTuple(v6 bool) []expr.Any {
 		&expr.Payload{DestRegister: 12, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 		&expr.Payload{DestRegister: 13, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
 		&expr.Payload{DestRegister: 17, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+	}
+}
+
+// ctState matches packets whose conntrack state has bit.
+func ctState(bit uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
+}
+
+// familyProto matches the network family (nfproto4 or nfproto6) and the
+// transport protocol: the dependencies nft lists implicitly.
+func familyProto(family, proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 	}
 }
 

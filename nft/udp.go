@@ -248,19 +248,9 @@ func (r *Ruleset) udpExprs(ru udpRule, kind QueueKind) []expr.Any {
 	var e []expr.Any
 	v6 := ru.family == nfproto6
 	if ru.ctNew {
-		e = append(e,
-			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: []byte{0, 0, 0, 0}},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
-		)
+		e = append(e, ctState(expr.CtStateBitNEW)...)
 	}
-	e = append(e,
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ru.family}},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-	)
+	e = append(e, familyProto(ru.family, unix.IPPROTO_UDP)...)
 	if ru.mask != 0 {
 		e = append(e,
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
