@@ -133,35 +133,20 @@ func copyProxy(ns *lab.NS, listen, backend string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				b, err := ns.Dial(context.Background(), "tcp", backend)
-				if err != nil {
-					return
-				}
-				defer b.Close()
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					io.CopyBuffer(struct{ io.Writer }{b}, struct{ io.Reader }{c}, make([]byte, 32<<10))
-					b.(*net.TCPConn).CloseWrite()
-				}()
-				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{b}, make([]byte, 32<<10))
-				c.(*net.TCPConn).CloseWrite()
-				<-done
-			}()
+	return lab.Serve(ln, func(c net.Conn) {
+		b, err := ns.Dial(context.Background(), "tcp", backend)
+		if err != nil {
+			return
 		}
-	}()
-	return func() { ln.Close(); wg.Wait() }, nil
+		defer b.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.CopyBuffer(struct{ io.Writer }{b}, struct{ io.Reader }{c}, make([]byte, 32<<10))
+			b.(*net.TCPConn).CloseWrite()
+		}()
+		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{b}, make([]byte, 32<<10))
+		c.(*net.TCPConn).CloseWrite()
+		<-done
+	}), nil
 }

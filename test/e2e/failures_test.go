@@ -46,33 +46,23 @@ func serveHold(t *testing.T, ns *lab.NS, port int) <-chan error {
 		t.Fatal(err)
 	}
 	ended := make(chan error, 16)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				tp := textproto.NewReader(br)
-				tp.ReadLine()
-				h, err := tp.ReadMIMEHeader()
-				if err != nil {
-					ended <- err
-					return
-				}
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Backend: %s\r\n\r\n", ns.Name)
-				if h.Get("X-Reset") != "" {
-					c.(*net.TCPConn).SetLinger(0)
-					return
-				}
-				_, err = io.Copy(io.Discard, br)
-				ended <- err
-			}()
+	t.Cleanup(lab.Serve(ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		tp := textproto.NewReader(br)
+		tp.ReadLine()
+		h, err := tp.ReadMIMEHeader()
+		if err != nil {
+			ended <- err
+			return
 		}
-	}()
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Backend: %s\r\n\r\n", ns.Name)
+		if h.Get("X-Reset") != "" {
+			c.(*net.TCPConn).SetLinger(0)
+			return
+		}
+		_, err = io.Copy(io.Discard, br)
+		ended <- err
+	}))
 	return ended
 }
 

@@ -46,31 +46,13 @@ func serve(t testing.TB, ns *lab.NS, port int, tlsOn bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				var conn net.Conn = c
-				if tlsOn {
-					conn = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{serverCert()}})
-				}
-				backendConn(ns.Name, conn, c.RemoteAddr().String())
-			}()
+	t.Cleanup(lab.Serve(ln, func(c net.Conn) {
+		conn := c
+		if tlsOn {
+			conn = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{serverCert()}})
 		}
-	}()
+		backendConn(ns.Name, conn, c.RemoteAddr().String())
+	}))
 }
 
 func backendConn(name string, c net.Conn, peer string) {

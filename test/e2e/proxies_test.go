@@ -100,38 +100,28 @@ func servePROXY(t *testing.T, ns *lab.NS, port int) <-chan protocol.ProxyHeader 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
 	headers := make(chan protocol.ProxyHeader, 16)
-	go func() {
+	t.Cleanup(lab.Serve(ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		br := bufio.NewReader(c)
+		var buf []byte
 		for {
-			c, err := ln.Accept()
+			b, err := br.ReadByte()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				br := bufio.NewReader(c)
-				var buf []byte
-				for {
-					b, err := br.ReadByte()
-					if err != nil {
-						return
-					}
-					buf = append(buf, b)
-					h, _, v, _ := protocol.ParseProxyHeader(buf)
-					if v == protocol.Malformed {
-						return
-					}
-					if v == protocol.Decided {
-						headers <- h
-						backendConn(ns.Name, readerConn{c, br}, h.Src.String())
-						return
-					}
-				}
-			}()
+			buf = append(buf, b)
+			h, _, v, _ := protocol.ParseProxyHeader(buf)
+			if v == protocol.Malformed {
+				return
+			}
+			if v == protocol.Decided {
+				headers <- h
+				backendConn(ns.Name, readerConn{c, br}, h.Src.String())
+				return
+			}
 		}
-	}()
+	}))
 	return headers
 }
 
