@@ -224,6 +224,7 @@ func (e *Engine) Close() error {
 	e.flows.each(func(f *flow) {
 		f.mu.Lock()
 		f.fail(protocol.Unreachable, "falg stopping")
+		f.disarm() // a spliced flow may still be resending its reply
 		f.mu.Unlock()
 	})
 	e.stop()

@@ -71,6 +71,12 @@ type flow struct {
 	decided    bool
 	consume    int
 	sentClient uint32 // bytes falg sent the client before the final reply
+	// confirm is the final reply (CONNECT 200, SOCKS5 success, "00") the
+	// client has not acknowledged yet, at sequence number confirmSeq.
+	// Until it does, its packets are still queued and falg resends it.
+	confirm    []byte
+	confirmSeq uint32
+	resends    int
 	header     []byte // PROXY header falg sends the backend
 
 	tries     []config.Backend
@@ -221,7 +227,7 @@ func (f *flow) arm(d time.Duration, fn func()) {
 	f.timer = time.AfterFunc(d, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if f.gen == gen && f.state != spliced && f.state != closed {
+		if f.gen == gen && f.state != closed {
 			fn()
 		}
 	})
@@ -243,6 +249,12 @@ func (f *flow) packet(q *Queue, p *Packet, s *segment) {
 	case spliced:
 		f.e.stats.Late.Add(1)
 		q.Verdict(p.ID, Accept)
+		if f.confirm != nil && s.src == f.client && s.flags&flagACK != 0 &&
+			!seqLess(s.ack, f.confirmSeq+uint32(len(f.confirm))) {
+			f.confirm = nil
+			f.disarm()
+			f.retire()
+		}
 		return
 	case closed:
 		q.Verdict(p.ID, Drop)
@@ -406,6 +418,33 @@ func (f *flow) replyNow(b []byte, acked uint32) {
 	f.sentClient += uint32(len(b))
 }
 
+// resendReply sends the final reply again while the client has not
+// acknowledged it, backing off; after the last try the flow is left to the
+// kernel as it is.
+func (f *flow) resendReply() {
+	if f.confirm == nil {
+		return
+	}
+	if f.resends == len(replyBackoff) {
+		f.e.log.Warn("client never acknowledged the reply", "client", f.client, "service", f.svc.cfg.Name)
+		f.confirm = nil
+		f.retire()
+		return
+	}
+	f.sendReply()
+	f.arm(replyBackoff[f.resends], f.resendReply)
+	f.resends++
+}
+
+// replyBackoff are the waits before each resend of an unacknowledged reply.
+var replyBackoff = []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+	1600 * time.Millisecond, 3200 * time.Millisecond}
+
+func (f *flow) sendReply() {
+	f.send(&out{src: f.asked, dst: f.client, seq: f.confirmSeq, ack: f.cISN + 1 + uint32(f.consume),
+		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: f.confirm})
+}
+
 // silent ends a flow whose client sent nothing routable in time.
 func (f *flow) silent() {
 	f.e.stats.Silent.Add(1)
@@ -456,10 +495,11 @@ func (f *flow) abort() {
 	f.state = closed
 	f.done.Store(true)
 	f.release()
+	f.retire()
 }
 
-// release frees the flow's resources; the flow lingers in the table so
-// that late packets find it, then leaves it.
+// release frees the flow's setup resources: its parser, buffers and
+// pending-flow slots.
 func (f *flow) release() {
 	f.disarm()
 	f.e.stats.Pending.Add(-1)
@@ -467,6 +507,12 @@ func (f *flow) release() {
 	f.svc.release(f.parser)
 	f.parser = nil
 	f.stream, f.ooo = nil, nil
+}
+
+// retire takes the flow's tuples out of the pending sets; the flow lingers
+// in the table so that packets queued before the delete find it, then
+// leaves it.
+func (f *flow) retire() {
 	e, ct, bt := f.e, tuple{f.client, f.asked}, f.bTuple
 	e.unpend(ct)
 	if f.addedPend {

@@ -99,12 +99,20 @@ func (f *flow) handover(synack *segment) {
 		f.send(&out{src: f.bsrc, dst: f.backend, seq: f.cISN + 1 + uint32(off), ack: synack.seq + 1,
 			flags: flagACK | flagPSH, window: f.cWin, opts: tcpOptions{wscale: -1}, payload: f.stream[off:end]})
 	}
-	if len(reply) > 0 {
-		f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(f.consume),
-			flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: reply})
-	}
 	f.outcome("spliced", nil)
+	if len(reply) > 0 {
+		// The client's tuple stays pending until it acknowledges the
+		// reply, so that falg sees whether to send it again.
+		f.confirm = append([]byte(nil), reply...)
+		f.confirmSeq = f.rISN + 1 + f.sentClient
+		f.sendReply()
+		f.release()
+		f.arm(replyBackoff[0], f.resendReply)
+		f.resends = 1
+		return
+	}
 	f.release()
+	f.retire()
 }
 
 // outcome writes the flow's one decision line and tells the observer.

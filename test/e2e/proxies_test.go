@@ -298,3 +298,30 @@ func TestAcceptPROXY(t *testing.T) {
 		t.Errorf("no PROXY header from a trusted upstream: %v, want a reset", err)
 	}
 }
+
+// TestReplyResent: when the CONNECT reply is lost on the way to the
+// client, falg sends it again until the client acknowledges it.
+func TestReplyResent(t *testing.T) {
+	l, f, _ := proxiesLab(t)
+	defer f.stop()
+	// The client's side loses the first data segment from the proxy port.
+	lossy := `table inet lossy {
+	chain in {
+		type filter hook input priority filter; policy accept;
+		tcp sport 3128 tcp flags & psh == psh limit rate 1/hour burst 1 packets counter drop
+	}
+}
+`
+	cmd := l.Clients[0].Command(context.Background(), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(lossy)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	out, err := curl(l, "-p", "-x", "http://10.0.0.1:3128", "http://10.0.1.2:8080/")
+	if err != nil || !strings.HasPrefix(out, "backend="+l.Backends[0].Name) {
+		t.Errorf("curl through a lossy path: %v %q", err, out)
+	}
+	if listing := run(t, l.Clients[0], "nft", "list", "table", "inet", "lossy"); !strings.Contains(listing, "counter packets 1 ") {
+		t.Errorf("the reply was not lost, the test proves nothing:\n%s", listing)
+	}
+}
