@@ -77,7 +77,12 @@ type flow struct {
 	confirm    []byte
 	confirmSeq uint32
 	resends    int
-	header     []byte // PROXY header falg sends the backend
+	// interim is a negotiation reply (SOCKS5) sent before the decision
+	// that the client has not acknowledged, at interimSeq.
+	interim                []byte
+	interimSeq, interimAck uint32
+	firstDataBy            time.Time // the first_data deadline
+	header                 []byte    // PROXY header falg sends the backend
 
 	tries     []config.Backend
 	try       int
@@ -164,7 +169,27 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 		f.wsToClient = int8(svc.shift.Load())
 	}
 	f.sendSynAck()
-	f.arm(svc.cfg.Timeouts.FirstData, f.silent)
+	f.firstDataBy = f.start.Add(svc.cfg.Timeouts.FirstData)
+	f.arm(svc.cfg.Timeouts.FirstData, f.collectTimer)
+}
+
+// collectTimer runs while falg reads the client's first bytes: it resends
+// a negotiation reply the client has not acknowledged (SOCKS5), and ends
+// the flow at the first_data deadline.
+func (f *flow) collectTimer() {
+	left := time.Until(f.firstDataBy)
+	if left <= 0 {
+		f.silent()
+		return
+	}
+	if f.interim == nil {
+		f.arm(left, f.collectTimer)
+		return
+	}
+	f.send(&out{src: f.asked, dst: f.client, seq: f.interimSeq, ack: f.interimAck,
+		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: f.interim})
+	f.arm(min(replyBackoff[min(f.resends, len(replyBackoff)-1)], left), f.collectTimer)
+	f.resends++
 }
 
 func (f *flow) sendSynAck() {
@@ -270,6 +295,9 @@ func (f *flow) packet(q *Queue, p *Packet, s *segment) {
 func (f *flow) clientPacket(q *Queue, p *Packet, s *segment) {
 	if s.flags&flagSYN == 0 {
 		f.cWin = s.window // scaled by the client's shift, as the backend will read it
+		if f.interim != nil && s.flags&flagACK != 0 && !seqLess(s.ack, f.interimSeq+uint32(len(f.interim))) {
+			f.interim = nil
+		}
 	}
 	switch {
 	case s.flags&flagRST != 0:
@@ -413,9 +441,16 @@ func (f *flow) feed() {
 // replyNow sends the client bytes falg answers before the route is known,
 // acknowledging the first acked bytes of its stream, which falg consumes.
 func (f *flow) replyNow(b []byte, acked uint32) {
-	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + acked,
+	seq, ack := f.rISN+1+f.sentClient, f.cISN+1+acked
+	f.send(&out{src: f.asked, dst: f.client, seq: seq, ack: ack,
 		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: b})
 	f.sentClient += uint32(len(b))
+	if f.state == collecting && !f.decided {
+		// Until the client acknowledges it, collectTimer resends it.
+		f.interim, f.interimSeq, f.interimAck = append(f.interim[:0], b...), seq, ack
+		f.resends = 0
+		f.arm(min(replyBackoff[0], time.Until(f.firstDataBy)), f.collectTimer)
+	}
 }
 
 // resendReply sends the final reply again while the client has not

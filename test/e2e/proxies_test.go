@@ -299,8 +299,10 @@ func TestAcceptPROXY(t *testing.T) {
 	}
 }
 
-// TestReplyResent: when the CONNECT reply is lost on the way to the
-// client, falg sends it again until the client acknowledges it.
+// TestReplyResent: when a reply falg sends itself is lost on the way to
+// the client (the CONNECT 200 after the hand-over, the SOCKS5 method
+// selection before the decision), falg sends it again until the client
+// acknowledges it.
 func TestReplyResent(t *testing.T) {
 	l, f, _ := proxiesLab(t)
 	defer f.stop()
@@ -309,6 +311,7 @@ func TestReplyResent(t *testing.T) {
 	chain in {
 		type filter hook input priority filter; policy accept;
 		tcp sport 3128 tcp flags & psh == psh limit rate 1/hour burst 1 packets counter drop
+		tcp sport 1080 tcp flags & psh == psh limit rate 1/hour burst 1 packets counter drop
 	}
 }
 `
@@ -317,11 +320,16 @@ func TestReplyResent(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
-	out, err := curl(l, "-p", "-x", "http://10.0.0.1:3128", "http://10.0.1.2:8080/")
-	if err != nil || !strings.HasPrefix(out, "backend="+l.Backends[0].Name) {
-		t.Errorf("curl through a lossy path: %v %q", err, out)
+	for _, args := range [][]string{
+		{"-p", "-x", "http://10.0.0.1:3128", "http://10.0.1.2:8080/"},
+		{"-x", "socks5h://10.0.0.1:1080", "http://10.0.1.2:8080/"},
+	} {
+		out, err := curl(l, args...)
+		if err != nil || !strings.HasPrefix(out, "backend="+l.Backends[0].Name) {
+			t.Errorf("curl %v through a lossy path: %v %q", args, err, out)
+		}
 	}
-	if listing := run(t, l.Clients[0], "nft", "list", "table", "inet", "lossy"); !strings.Contains(listing, "counter packets 1 ") {
-		t.Errorf("the reply was not lost, the test proves nothing:\n%s", listing)
+	if listing := run(t, l.Clients[0], "nft", "list", "table", "inet", "lossy"); strings.Count(listing, "counter packets 1 ") != 2 {
+		t.Errorf("the replies were not lost, the test proves nothing:\n%s", listing)
 	}
 }
