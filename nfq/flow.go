@@ -77,6 +77,12 @@ type flow struct {
 	confirm    []byte
 	confirmSeq uint32
 	resends    int
+	// bConfirm are the bytes falg sent the backend itself (PROXY header,
+	// a replayed remainder) that it has not acknowledged; bAck and bMSS
+	// are what falg's segments to it carry.
+	bConfirm []byte
+	bAck     uint32
+	bMSS     int
 	// interim is a negotiation reply (SOCKS5) sent before the decision
 	// that the client has not acknowledged, at interimSeq.
 	interim                []byte
@@ -274,9 +280,16 @@ func (f *flow) packet(q *Queue, p *Packet, s *segment) {
 	case spliced:
 		f.e.stats.Late.Add(1)
 		q.Verdict(p.ID, Accept)
-		if f.confirm != nil && s.src == f.client && s.flags&flagACK != 0 &&
-			!seqLess(s.ack, f.confirmSeq+uint32(len(f.confirm))) {
+		if s.flags&flagACK == 0 || (f.confirm == nil && f.bConfirm == nil) {
+			return
+		}
+		switch {
+		case s.src == f.client && f.confirm != nil && !seqLess(s.ack, f.confirmSeq+uint32(len(f.confirm))):
 			f.confirm = nil
+		case s.src == f.backend && f.bConfirm != nil && !seqLess(s.ack, f.bISN+1+uint32(len(f.bConfirm))):
+			f.bConfirm = nil
+		}
+		if f.confirm == nil && f.bConfirm == nil {
 			f.disarm()
 			f.retire()
 		}
@@ -453,21 +466,28 @@ func (f *flow) replyNow(b []byte, acked uint32) {
 	}
 }
 
-// resendReply sends the final reply again while the client has not
-// acknowledged it, backing off; after the last try the flow is left to the
+// resend sends again, after the hand-over, what falg sent itself and its
+// peer has not acknowledged: the final reply to the client, its own bytes
+// to the backend. It backs off; after the last try the flow is left to the
 // kernel as it is.
-func (f *flow) resendReply() {
-	if f.confirm == nil {
+func (f *flow) resend() {
+	if f.confirm == nil && f.bConfirm == nil {
 		return
 	}
 	if f.resends == len(replyBackoff) {
-		f.e.log.Warn("client never acknowledged the reply", "client", f.client, "service", f.svc.cfg.Name)
-		f.confirm = nil
+		f.e.log.Warn("bytes falg sent were never acknowledged", "client", f.client, "service", f.svc.cfg.Name,
+			"client_unacked", len(f.confirm), "backend_unacked", len(f.bConfirm))
+		f.confirm, f.bConfirm = nil, nil
 		f.retire()
 		return
 	}
-	f.sendReply()
-	f.arm(replyBackoff[f.resends], f.resendReply)
+	if f.confirm != nil {
+		f.sendReply()
+	}
+	if f.bConfirm != nil {
+		f.sendToBackend(f.bConfirm)
+	}
+	f.arm(replyBackoff[f.resends], f.resend)
 	f.resends++
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"falg/nft"
 	"falg/protocol"
 	"falg/seqnat"
 )
@@ -66,39 +67,50 @@ func (f *flow) handover(synack *segment) {
 	})
 	f.reserve = nil
 
+	// Bytes the backend must get from falg itself: the PROXY header, and
+	// what held packets carried past the bytes falg consumed (those
+	// packets are dropped; the original direction has no offset, so the
+	// remainder goes at the client's own numbers). Later packets pass as
+	// they are. Until the backend acknowledges falg's bytes its packets are
+	// queued, so that falg can send them again.
+	toBackend := f.header
+	replayEnd := 0
+	for _, h := range f.held {
+		if h.off < f.consume {
+			replayEnd = max(replayEnd, min(h.off+h.n, len(f.stream)))
+		}
+	}
+	if replayEnd > f.consume {
+		toBackend = append(append([]byte(nil), f.header...), f.stream[f.consume:replayEnd]...)
+	}
+	f.bAck, f.bMSS = synack.seq+1, int(synack.opts.mss)
+	if f.bMSS == 0 {
+		f.bMSS = 536
+	}
+	if len(toBackend) > 0 {
+		f.bConfirm = toBackend
+		if !f.addedPend {
+			if err := nft.AddPending(f.e.nftAdd, nft.Tuple{Src: f.backend, Dst: f.bsrc}); err != nil {
+				f.e.log.Warn("nfq: backend answers not queued: falg's bytes to it are sent once", "backend", f.backend, "err", err)
+				f.bConfirm = nil
+			} else {
+				f.addedPend = true
+			}
+		}
+	}
+
 	// The entry exists before the backend sees our ACK, so whatever the
 	// backend sends next (a banner) already finds it. The ACK carries the
-	// PROXY header, if there is one.
-	flags := uint8(flagACK)
-	if len(f.header) > 0 {
-		flags |= flagPSH
-	}
-	f.send(&out{src: f.bsrc, dst: f.backend, seq: f.bISN + 1, ack: synack.seq + 1, flags: flags,
-		window: f.cWin, opts: tcpOptions{wscale: -1}, payload: f.header})
-
-	// Client bytes falg consumed must not reach the backend: packets that
-	// hold any are dropped and what they carried past the consumed part is
-	// sent again by falg, at the same sequence numbers (the original
-	// direction has no offset). Later packets pass as they are.
-	replayEnd := 0
+	// first of falg's bytes.
+	f.sendToBackend(toBackend)
 	for _, h := range f.held {
 		if h.off >= f.consume {
 			h.q.Verdict(h.id, Accept)
-			continue
+		} else {
+			h.q.Verdict(h.id, Drop)
 		}
-		h.q.Verdict(h.id, Drop)
-		replayEnd = max(replayEnd, min(h.off+h.n, len(f.stream)))
 	}
 	f.held = nil
-	mss := int(synack.opts.mss)
-	if mss == 0 {
-		mss = 536
-	}
-	for off := f.consume; off < replayEnd; off += mss {
-		end := min(off+mss, replayEnd)
-		f.send(&out{src: f.bsrc, dst: f.backend, seq: f.cISN + 1 + uint32(off), ack: synack.seq + 1,
-			flags: flagACK | flagPSH, window: f.cWin, opts: tcpOptions{wscale: -1}, payload: f.stream[off:end]})
-	}
 	f.outcome("spliced", nil)
 	if len(reply) > 0 {
 		// The client's tuple stays pending until it acknowledges the
@@ -106,13 +118,32 @@ func (f *flow) handover(synack *segment) {
 		f.confirm = append([]byte(nil), reply...)
 		f.confirmSeq = f.rISN + 1 + f.sentClient
 		f.sendReply()
-		f.release()
-		f.arm(replyBackoff[0], f.resendReply)
+	}
+	f.release()
+	if f.confirm != nil || f.bConfirm != nil {
+		f.arm(replyBackoff[0], f.resend)
 		f.resends = 1
 		return
 	}
-	f.release()
 	f.retire()
+}
+
+// sendToBackend sends b, falg's own bytes for the backend, from the start
+// of the backend's stream, in segments of the backend's MSS; with no bytes,
+// the bare ACK of the backend's SYN-ACK.
+func (f *flow) sendToBackend(b []byte) {
+	for off := 0; ; off += f.bMSS {
+		end := min(off+f.bMSS, len(b))
+		flags := uint8(flagACK)
+		if end > off {
+			flags |= flagPSH
+		}
+		f.send(&out{src: f.bsrc, dst: f.backend, seq: f.bISN + 1 + uint32(off), ack: f.bAck, flags: flags,
+			window: f.cWin, opts: tcpOptions{wscale: -1}, payload: b[off:end]})
+		if end >= len(b) {
+			return
+		}
+	}
 }
 
 // outcome writes the flow's one decision line and tells the observer.

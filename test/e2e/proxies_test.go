@@ -332,4 +332,20 @@ func TestReplyResent(t *testing.T) {
 	if listing := run(t, l.Clients[0], "nft", "list", "table", "inet", "lossy"); strings.Count(listing, "counter packets 1 ") != 2 {
 		t.Errorf("the replies were not lost, the test proves nothing:\n%s", listing)
 	}
+
+	// The backend's side loses the PROXY header falg sends it.
+	lossy = strings.ReplaceAll(strings.ReplaceAll(lossy, "sport 3128", "dport 9001"), "\t\ttcp sport 1080 tcp flags & psh == psh limit rate 1/hour burst 1 packets counter drop\n", "")
+	cmd = l.Backends[0].Command(context.Background(), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(lossy)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := exchange(ctx, l.Clients[0], "10.0.0.1:8001", "a.example", false, 1<<20); err != nil {
+		t.Errorf("PROXY header through a lossy path: %v", err)
+	}
+	if listing := run(t, l.Backends[0], "nft", "list", "table", "inet", "lossy"); !strings.Contains(listing, "counter packets 1 ") {
+		t.Errorf("the header was not lost, the test proves nothing:\n%s", listing)
+	}
 }
