@@ -90,7 +90,6 @@ type Engine struct {
 
 type service struct {
 	cfg    *config.Service
-	index  int
 	routes *route.Table
 	pool   sync.Pool // protocol.Parser
 	popts  protocol.Options
@@ -257,7 +256,7 @@ func newRouting(c *config.Config) (*routing, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &service{cfg: sc, index: i, routes: rt, popts: protocol.Options{Users: sc.Users}}
+		s := &service{cfg: sc, routes: rt, popts: protocol.Options{Users: sc.Users}}
 		s.shift.Store(7)
 		if sc.Limits.ClientRate > 0 {
 			s.limiter = newLimiter(sc.Limits.ClientRate, sc.Limits.ClientBurst)

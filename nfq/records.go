@@ -55,14 +55,6 @@ func (r *Records) remove(k tuple) {
 	}
 }
 
-// Lookup returns the record of the flow from client to asked.
-func (r *Records) Lookup(client, asked netip.AddrPort) (Record, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	rec, ok := r.m[tuple{client, asked}]
-	return rec, ok
-}
-
 // All returns every record.
 func (r *Records) All() []Record {
 	r.mu.Lock()
@@ -72,13 +64,6 @@ func (r *Records) All() []Record {
 		out = append(out, rec)
 	}
 	return out
-}
-
-// Len is the number of records.
-func (r *Records) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.m)
 }
 
 // closeAll releases every record's port reservation.

@@ -67,18 +67,6 @@ func (t *table) del(k tuple, f *flow) {
 	s.Unlock()
 }
 
-// len counts the mapped tuples.
-func (t *table) len() int {
-	n := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.Lock()
-		n += len(s.m)
-		s.Unlock()
-	}
-	return n
-}
-
 // each calls fn for every flow once per tuple it holds, outside the shard
 // locks.
 func (t *table) each(fn func(*flow)) {
