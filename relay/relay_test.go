@@ -19,6 +19,7 @@ import (
 
 	"falg/config"
 	"falg/protocol"
+	"falg/test/lab"
 )
 
 // backend listens on addr, writes "<name> <peer>\n" to each connection and
@@ -29,26 +30,11 @@ func backend(t *testing.T, addr, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
+	t.Cleanup(lab.Serve(ln, func(c net.Conn) {
+		fmt.Fprintf(c, "%s %s\n", name, c.RemoteAddr())
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	}))
 }
 
 const testConfig = `
