@@ -246,21 +246,89 @@ func (o TCPOption) AppendText(b []byte) []byte {
 	return b
 }
 
-// appendLayers appends every layer gopacket decodes from data, one per
-// line; gopacket recovers from its own decoder panics into a DecodeFailure
-// layer, which is printed like the others.
+// appendLayers appends, one per line, the layers of data that falg itself
+// deals in: IPv4, IPv6 with its hop-by-hop and destination options, TCP,
+// UDP, ICMP, ICMPv6, DNS, and the payload after the last of them. It walks
+// the layers in a bounded loop rather than with gopacket.NewPacket, which
+// follows port numbers into every decoder gopacket has and recurses once
+// per layer: a crafted packet can make that chain deep enough to exhaust
+// the goroutine stack, which no recover catches (FuzzDecode ended that way).
+// A layer that does not decode ends the list with a line naming the error.
 func appendLayers(b []byte, data []byte) []byte {
-	first := layers.LayerTypeIPv4
+	typ := layers.LayerTypeIPv4
 	if len(data) > 0 && data[0]>>4 == 6 {
-		first = layers.LayerTypeIPv6
+		typ = layers.LayerTypeIPv6
 	}
-	p := gopacket.NewPacket(data, first, gopacket.DecodeOptions{NoCopy: true})
-	for _, layer := range p.Layers() {
-		b = append(b, "    "...)
-		b = append(b, layerString(layer)...)
-		b = append(b, '\n')
+	for range maxLayers {
+		l := newLayer(typ)
+		if l == nil {
+			if len(data) == 0 {
+				break
+			}
+			l = new(gopacket.Payload)
+		}
+		if err := l.DecodeFromBytes(data, gopacket.NilDecodeFeedback); err != nil {
+			b = fmt.Appendf(b, "    %v: %s\n", typ, strings.ReplaceAll(err.Error(), "\n", " "))
+			break
+		}
+		b = appendLayer(b, l)
+		if ip6, ok := l.(*layers.IPv6); ok && ip6.HopByHop != nil {
+			b = appendLayer(b, ip6.HopByHop) // IPv6 decodes it with itself
+		}
+		typ, data = nextLayerType(l), l.LayerPayload()
 	}
 	return b
+}
+
+// maxLayers bounds the layers appendLayers prints: IP, extension headers,
+// transport, DNS, payload, and room for a tunnel.
+const maxLayers = 10
+
+// layer is what appendLayers needs of a gopacket decoder.
+type layer interface {
+	gopacket.Layer
+	DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error
+}
+
+// newLayer returns a fresh decoder for the layer types appendLayers prints
+// by name, nil for any other.
+func newLayer(t gopacket.LayerType) layer {
+	switch t {
+	case layers.LayerTypeIPv4:
+		return new(layers.IPv4)
+	case layers.LayerTypeIPv6:
+		return new(layers.IPv6)
+	case layers.LayerTypeIPv6Destination:
+		return new(layers.IPv6Destination)
+	case layers.LayerTypeTCP:
+		return new(layers.TCP)
+	case layers.LayerTypeUDP:
+		return new(layers.UDP)
+	case layers.LayerTypeICMPv4:
+		return new(layers.ICMPv4)
+	case layers.LayerTypeICMPv6:
+		return new(layers.ICMPv6)
+	case layers.LayerTypeDNS:
+		return new(layers.DNS)
+	}
+	return nil
+}
+
+// nextLayerType returns the type of the layer that follows l.
+func nextLayerType(l layer) gopacket.LayerType {
+	switch l := l.(type) {
+	case *layers.IPv6Destination:
+		return l.NextHeader.LayerType()
+	case gopacket.DecodingLayer:
+		return l.NextLayerType()
+	}
+	return gopacket.LayerTypeZero
+}
+
+func appendLayer(b []byte, l gopacket.Layer) []byte {
+	b = append(b, "    "...)
+	b = append(b, layerString(l)...)
+	return append(b, '\n')
 }
 
 // layerString is gopacket.LayerString, which panics on some malformed
