@@ -252,7 +252,8 @@ func (o TCPOption) AppendText(b []byte) []byte {
 // the layers in a bounded loop rather than with gopacket.NewPacket, which
 // follows port numbers into every decoder gopacket has and recurses once
 // per layer: a crafted packet can make that chain deep enough to exhaust
-// the goroutine stack, which no recover catches (FuzzDecode ended that way).
+// the goroutine stack, which no recover catches (FuzzDecode ended that way
+// in CI).
 // A layer that does not decode ends the list with a line naming the error.
 func appendLayers(b []byte, data []byte) []byte {
 	typ := layers.LayerTypeIPv4
@@ -267,7 +268,7 @@ func appendLayers(b []byte, data []byte) []byte {
 			}
 			l = new(gopacket.Payload)
 		}
-		if err := l.DecodeFromBytes(data, gopacket.NilDecodeFeedback); err != nil {
+		if err := decodeLayer(l, data); err != nil {
 			b = fmt.Appendf(b, "    %v: %s\n", typ, strings.ReplaceAll(err.Error(), "\n", " "))
 			break
 		}
@@ -283,6 +284,18 @@ func appendLayers(b []byte, data []byte) []byte {
 // maxLayers bounds the layers appendLayers prints: IP, extension headers,
 // transport, DNS, payload, and room for a tunnel.
 const maxLayers = 10
+
+// decodeLayer decodes data into l. gopacket's decoders panic on some
+// malformed input (a TCP option cut short:
+// testdata/fuzz/FuzzDecode/9fea025b0bac914a); that becomes an error.
+func decodeLayer(l layer, data []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decoder failed: %v", r)
+		}
+	}()
+	return l.DecodeFromBytes(data, gopacket.NilDecodeFeedback)
+}
 
 // layer is what appendLayers needs of a gopacket decoder.
 type layer interface {
