@@ -248,13 +248,15 @@ func (o TCPOption) AppendText(b []byte) []byte {
 
 // appendLayers appends, one per line, the layers of data that falg itself
 // deals in: IPv4, IPv6 with its hop-by-hop and destination options, TCP,
-// UDP, ICMP, ICMPv6, DNS, and the payload after the last of them. It walks
-// the layers in a bounded loop rather than with gopacket.NewPacket, which
-// follows port numbers into every decoder gopacket has and recurses once
-// per layer: a crafted packet can make that chain deep enough to exhaust
-// the goroutine stack, which no recover catches (FuzzDecode ended that way
-// in CI).
-// A layer that does not decode ends the list with a line naming the error.
+// UDP, ICMP, ICMPv6, DNS, and the payload after the last of them, at most
+// maxLayers. It runs gopacket's decoders one by one rather than through
+// gopacket.NewPacket, which follows port numbers into every decoder
+// gopacket has: each of them is input handling falg would answer for.
+// gopacket's TCP decoder loops forever, appending, on an MPTCP option of
+// length 0 (testdata/fuzz/FuzzDecode/f413d2552b924797: the fuzzer reports
+// it as a hung or terminated process, as in a CI run), so falg checks a TCP header with its own decoder
+// before gopacket sees it. A layer that does not decode ends the list with
+// a line naming the error.
 func appendLayers(b []byte, data []byte) []byte {
 	typ := layers.LayerTypeIPv4
 	if len(data) > 0 && data[0]>>4 == 6 {
@@ -268,7 +270,14 @@ func appendLayers(b []byte, data []byte) []byte {
 			}
 			l = new(gopacket.Payload)
 		}
-		if err := decodeLayer(l, data); err != nil {
+		var err error
+		if typ == layers.LayerTypeTCP {
+			err = decodeTCP(data, len(data), new(Line))
+		}
+		if err == nil {
+			err = decodeLayer(l, data)
+		}
+		if err != nil {
 			b = fmt.Appendf(b, "    %v: %s\n", typ, strings.ReplaceAll(err.Error(), "\n", " "))
 			break
 		}
