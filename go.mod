@@ -4,7 +4,6 @@ go 1.26
 
 require (
 	github.com/florianl/go-nflog/v2 v2.2.0
-	github.com/florianl/go-nfqueue/v2 v2.1.0
 	github.com/google/nftables v0.3.0
 	github.com/gopacket/gopacket v1.4.0
 	github.com/mdlayher/netlink v1.11.2

@@ -1,22 +1,24 @@
 package nfq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"unsafe"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // Verdicts a Handler gives.
 const (
-	Drop   = nfqueue.NfDrop
-	Accept = nfqueue.NfAccept
+	Drop   = 0 // NF_DROP
+	Accept = 1 // NF_ACCEPT
 )
 
 // Packet is one packet the kernel queued to falg.
@@ -68,40 +70,93 @@ type Config struct {
 }
 
 // Queue is one open nfqueue with its reader.
+//
+// The reader takes up to batchSize queued packets per recvmmsg(2) into
+// buffers it reuses, and the verdicts given while it hands a batch to the
+// Handler leave together in one sendmsg(2) when the batch is done: at a
+// high packet rate a system call carries many packets each way, and no
+// packet costs an allocation. A verdict given from another goroutine (a
+// held packet released by a hand-over) is sent at once, or with the batch
+// being handled when there is one.
 type Queue struct {
 	Num   uint16
-	nf    *nfqueue.Nfqueue
+	c     *netlink.Conn
+	raw   syscall.RawConn
 	stats *Stats
 	log   *slog.Logger
+
+	bufs [][]byte
+	iovs []unix.Iovec
+	msgs []mmsghdr
+
+	mu       sync.Mutex
+	out      []byte // verdict messages not sent yet
+	batching bool   // the reader is handing a batch to the Handler
+	closed   bool
+}
+
+// Sizes of the reader's buffers: batchSize messages of slotSize bytes, each
+// room for a packet copied whole (copyRange) and its attributes.
+const (
+	batchSize = 32
+	copyRange = 0xffff
+	slotSize  = copyRange + 1024
+	// flushAt sends the verdicts gathered so far even during a batch, far
+	// below the socket's send buffer.
+	flushAt = 32 << 10
+)
+
+// mmsghdr is struct mmsghdr of recvmmsg(2).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
 }
 
 // Verdict gives packet id its verdict (Accept or Drop).
 func (q *Queue) Verdict(id uint32, verdict int) {
-	if err := q.nf.SetVerdict(id, verdict); err != nil {
-		q.stats.Errors.Add(1)
-		q.log.Warn("nfq: verdict", "queue", q.Num, "id", id, "err", err)
-		return
-	}
-	if verdict == Accept {
-		q.stats.Accepted.Add(1)
-	} else {
-		q.stats.Dropped.Add(1)
-	}
+	q.verdict(id, verdict, false, 0)
 }
 
 // VerdictWithMark gives packet id its verdict and sets its packet mark to
 // mark: rules after the queue read it (falg's UDP targets).
 func (q *Queue) VerdictWithMark(id uint32, verdict int, mark uint32) {
-	if err := q.nf.SetVerdictWithMark(id, verdict, int(mark)); err != nil {
-		q.stats.Errors.Add(1)
-		q.log.Warn("nfq: verdict with mark", "queue", q.Num, "id", id, "mark", mark, "err", err)
-		return
-	}
+	q.verdict(id, verdict, true, mark)
+}
+
+func (q *Queue) verdict(id uint32, verdict int, setMark bool, mark uint32) {
 	if verdict == Accept {
 		q.stats.Accepted.Add(1)
 	} else {
 		q.stats.Dropped.Add(1)
 	}
+	q.mu.Lock()
+	q.out = appendVerdict(q.out, q.Num, id, uint32(verdict), setMark, mark)
+	if !q.batching || len(q.out) >= flushAt {
+		q.flushLocked()
+	}
+	q.mu.Unlock()
+}
+
+// flushLocked sends the verdicts gathered in q.out in one message. The
+// kernel answers only a failed one, with an error the reader logs.
+func (q *Queue) flushLocked() {
+	if len(q.out) == 0 {
+		return
+	}
+	var serr error
+	err := q.raw.Write(func(fd uintptr) bool {
+		_, serr = unix.Write(int(fd), q.out)
+		return serr != unix.EAGAIN
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil && !q.closed {
+		n := uint64(len(q.out) / verdictMsgLen) // about: marked verdicts are longer
+		q.stats.Errors.Add(max(n, 1))
+		q.log.Warn("nfq: send verdicts", "queue", q.Num, "bytes", len(q.out), "err", err)
+	}
+	q.out = q.out[:0]
 }
 
 // Run opens the queues, reads them until ctx ends or a reader fails for
@@ -109,22 +164,29 @@ func (q *Queue) VerdictWithMark(id uint32, verdict int, mark uint32) {
 func Run(ctx context.Context, c Config) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var queues []*Queue
+	var (
+		queues []*Queue
+		wg     sync.WaitGroup
+	)
 	defer func() {
 		for _, q := range queues {
-			q.nf.Close() // waits for the reader goroutine
+			q.close()
 		}
+		wg.Wait()
 	}()
-	var once sync.Once
-	fail := func(err error) { once.Do(func() { cancel(err) }) }
 	for i := range c.Count {
-		q, err := open(ctx, c, c.First+uint16(i), fail)
+		q, err := open(c, c.First+uint16(i))
 		if err != nil {
 			return err
 		}
 		queues = append(queues, q)
+		wg.Go(func() {
+			if err := q.read(c.Handler); err != nil && ctx.Err() == nil {
+				cancel(err)
+			}
+		})
 	}
-	c.Log.Info("nfq: reading queues", "first", c.First, "count", c.Count)
+	c.Log.Info("nfq: reading queues", "first", c.First, "count", c.Count, "batch", batchSize)
 	if c.Ready != nil {
 		c.Ready()
 	}
@@ -138,80 +200,183 @@ func Run(ctx context.Context, c Config) error {
 // readBuffer is the receive buffer of each queue's netlink socket.
 const readBuffer = 16 << 20
 
-// setReadBuffer sets the socket's receive buffer past net.core.rmem_max,
-// which root may do (SO_RCVBUFFORCE).
-func setReadBuffer(c *netlink.Conn, n int) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
-func open(ctx context.Context, c Config, num uint16, fail func(error)) (*Queue, error) {
-	cfg := &nfqueue.Config{
-		NfQueue:      num,
-		MaxPacketLen: 0xffff,
-		MaxQueueLen:  16384, // held packets wait here until their flow is handed over
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		AfFamily:     unix.AF_UNSPEC,
-	}
-	if c.FailOpen {
-		cfg.Flags = nfqueue.NfQaCfgFlagFailOpen
-	}
-	nf, err := nfqueue.Open(cfg)
+// open binds queue num to a new netlink socket, configured to copy whole
+// packets, hold up to 16384 of them, and (with FailOpen) let the kernel
+// accept packets when the queue is full.
+func open(c Config, num uint16) (*Queue, error) {
+	nc, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return nil, fmt.Errorf("nfq: open queue %d: %w", num, err)
+	}
+	q := &Queue{Num: num, c: nc, stats: c.Stats, log: c.Log}
+	if err := q.configure(c); err != nil {
+		nc.Close()
+		return nil, err
 	}
 	// A packet whose message does not fit the socket buffer is lost to
 	// falg, and a lost data segment stalls its flow until the client's
 	// retransmission timer: make the buffer large. ENOBUFS still reports
 	// each overrun; it is counted and reading goes on.
-	if err := setReadBuffer(nf.Con, readBuffer); err != nil {
-		c.Log.Warn("nfq: queue socket buffer not enlarged", "queue", num, "err", err)
+	q.raw, err = nc.SyscallConn()
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nfq: queue %d socket: %w", num, err)
 	}
-	q := &Queue{Num: num, nf: nf, stats: c.Stats, log: c.Log}
-	hook := func(a nfqueue.Attribute) int {
-		if a.PacketID == nil {
-			c.Stats.Errors.Add(1)
-			return 0
-		}
-		p := Packet{ID: *a.PacketID, Queue: num}
-		if a.Payload != nil {
-			p.Data = *a.Payload
-		}
-		if a.Mark != nil {
-			p.Mark = *a.Mark
-		}
-		c.Stats.Queued.Add(1)
-		c.Handler.Packet(q, &p)
-		return 0
+	var serr error
+	if err := q.raw.Control(func(fd uintptr) {
+		// past net.core.rmem_max, which root may do
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer)
+	}); err != nil || serr != nil {
+		c.Log.Warn("nfq: queue socket buffer not enlarged", "queue", num, "err", cmp.Or(err, serr))
 	}
-	onErr := func(err error) int {
-		switch {
-		case ctx.Err() != nil:
-			return 1
-		case errors.Is(err, unix.ENOBUFS):
-			c.Stats.Overruns.Add(1)
-			c.Log.Warn("nfq: queue overrun, kernel dropped messages", "queue", num)
-			return 0
-		}
-		var op *netlink.OpError
-		if errors.As(err, &op) && (op.Timeout() || op.Temporary()) {
-			return 0
-		}
-		fail(fmt.Errorf("nfq: read queue %d: %w", num, err))
-		return 1
-	}
-	if err := nf.RegisterWithErrorFunc(ctx, hook, onErr); err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("nfq: bind queue %d: %w", num, err)
+	q.bufs = make([][]byte, batchSize)
+	q.iovs = make([]unix.Iovec, batchSize)
+	q.msgs = make([]mmsghdr, batchSize)
+	for i := range q.msgs {
+		q.bufs[i] = make([]byte, slotSize)
+		q.iovs[i].Base = &q.bufs[i][0]
+		q.iovs[i].SetLen(slotSize)
+		q.msgs[i].hdr.Iov = &q.iovs[i]
+		q.msgs[i].hdr.SetIovlen(1)
 	}
 	return q, nil
+}
+
+// configure binds the socket to the queue and sets its parameters, each
+// step acknowledged by the kernel.
+func (q *Queue) configure(c Config) error {
+	var flags uint32
+	if c.FailOpen {
+		flags = cfgFlagFailOpn
+	}
+	steps := []struct {
+		what string
+		body []byte
+	}{
+		{"bind", configMessage(q.Num, attr(attrCfgCmd, []byte{cfgCmdBind, 0, 0, 0}))},
+		{"set copy mode", configMessage(q.Num, attr(attrCfgParams, append(be32(copyRange), copyPacket)))},
+		{"set length and flags", configMessage(q.Num,
+			// held packets wait in the queue until their flow is handed over
+			attr(attrCfgMaxLen, be32(16384)),
+			attr(attrCfgFlags, be32(flags)), attr(attrCfgMask, be32(cfgFlagFailOpn)))},
+	}
+	for _, s := range steps {
+		_, err := q.c.Execute(netlink.Message{
+			Header: netlink.Header{Type: msgConfig, Flags: netlink.Request | netlink.Acknowledge},
+			Data:   s.body,
+		})
+		if err != nil {
+			return fmt.Errorf("nfq: %s queue %d: %w", s.what, q.Num, err)
+		}
+	}
+	return nil
+}
+
+// close stops the reader and releases the socket; the kernel unbinds the
+// queue with it.
+func (q *Queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.c.Close()
+}
+
+// read hands every queued packet to h until the socket is closed, which
+// returns nil, or fails, which returns the error.
+func (q *Queue) read(h Handler) error {
+	var p Packet
+	for {
+		n, err := q.receive()
+		switch {
+		case errors.Is(err, unix.ENOBUFS):
+			q.stats.Overruns.Add(1)
+			q.log.Warn("nfq: queue overrun, kernel dropped messages", "queue", q.Num)
+			continue
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			q.mu.Lock()
+			closed := q.closed
+			q.mu.Unlock()
+			if closed {
+				return nil
+			}
+			return fmt.Errorf("nfq: read queue %d: %w", q.Num, err)
+		}
+		q.mu.Lock()
+		q.batching = true
+		q.mu.Unlock()
+		for i := range n {
+			q.handle(h, &p, q.bufs[i][:q.msgs[i].len], q.msgs[i].hdr.Flags)
+		}
+		q.mu.Lock()
+		q.batching = false
+		q.flushLocked()
+		q.mu.Unlock()
+	}
+}
+
+// receive waits for queued packets and takes as many as are there, up to
+// batchSize, in one recvmmsg(2).
+func (q *Queue) receive() (int, error) {
+	var (
+		n     int
+		errno unix.Errno
+	)
+	err := q.raw.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&q.msgs[0])),
+			uintptr(len(q.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN {
+			return false
+		}
+		n, errno = int(r), e
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return n, nil
+}
+
+// handle passes the packets of one datagram to h, and logs the kernel's
+// errors about verdicts.
+func (q *Queue) handle(h Handler, p *Packet, b []byte, flags int32) {
+	if flags&unix.MSG_TRUNC != 0 {
+		q.stats.Errors.Add(1)
+		q.log.Warn("nfq: queue message truncated", "queue", q.Num, "len", len(b))
+		return
+	}
+	for len(b) > 0 {
+		m, rest, err := nextMessage(b)
+		if err != nil {
+			q.stats.Errors.Add(1)
+			q.log.Warn("nfq: unparsable queue message", "queue", q.Num, "err", err)
+			return
+		}
+		b = rest
+		switch m.typ {
+		case msgPacket:
+			*p = Packet{Queue: q.Num}
+			if haveID, err := parsePacket(m.body, p); err != nil {
+				q.stats.Errors.Add(1)
+				q.log.Warn("nfq: unparsable queued packet", "queue", q.Num, "id", p.ID, "err", err)
+				if haveID {
+					q.Verdict(p.ID, Drop)
+				}
+				continue
+			}
+			q.stats.Queued.Add(1)
+			h.Packet(q, p)
+		case unix.NLMSG_ERROR:
+			errno, seq, err := parseError(m.body)
+			if err == nil && errno == 0 {
+				continue // an acknowledgement
+			}
+			q.stats.Errors.Add(1)
+			q.log.Warn("nfq: kernel refused a verdict", "queue", q.Num, "id", seq, "err", cmp.Or(err, error(errno)))
+		}
+	}
 }
