@@ -81,7 +81,9 @@ func (c *Conn) DeleteZone(zone uint16, proto uint8, orig Tuple) error {
 }
 
 // Get returns the entry whose original tuple is orig in the default zone.
-// A missing entry gives an error matching unix.ENOENT.
+// A missing entry gives unix.ENOENT itself, without context: it is the
+// common answer of a lookup made before each hand-over, and formatting it
+// cost falg more than the lookup's own work.
 func (c *Conn) Get(proto uint8, orig Tuple) (Entry, error) {
 	return c.GetZone(0, proto, orig)
 }
@@ -97,16 +99,17 @@ func (c *Conn) GetZone(zone uint16, proto uint8, orig Tuple) (Entry, error) {
 	defer c.mu.Unlock()
 	c.enc.key(fam, zone, proto, orig)
 	found := false
-	// The reply may carry NLM_F_MULTI without a DONE following it; the
-	// acknowledgement requested here is what ends the exchange.
-	err = c.request(ctMsgGet, netlink.Request|netlink.Acknowledge, func(b []byte) error {
+	// Without an acknowledgement requested, the kernel answers with the
+	// entry or an error, nothing more: one datagram to read, not two. (The
+	// entry may carry NLM_F_MULTI without a DONE following it.)
+	err = c.request(ctMsgGet, netlink.Request, func(b []byte) error {
 		var derr error
 		e, derr = decodeEntry(b)
 		found = derr == nil
 		return derr
 	})
-	if err == nil && !found {
-		err = unix.ENOENT
+	if err == nil && !found || errors.Is(err, unix.ENOENT) {
+		return Entry{}, unix.ENOENT
 	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("seqnat: get %s %s: %w", protoName(proto), orig, err)
@@ -136,8 +139,9 @@ func (c *Conn) List(mark, mask uint32) ([]Entry, error) {
 }
 
 // request sends the message in c.enc and reads replies with its sequence
-// number until the kernel acknowledges it, reports an error, or ends a
-// dump. Each data message body goes to each. c.mu must be held.
+// number until the kernel acknowledges it, reports an error, ends a dump,
+// or, for a request that asks for neither an acknowledgement nor a dump,
+// answers it. Each data message body goes to each. c.mu must be held.
 func (c *Conn) request(msg uint8, flags netlink.HeaderFlags, each func([]byte) error) error {
 	c.seq++
 	seq := c.seq
@@ -174,7 +178,9 @@ func (c *Conn) request(msg uint8, flags netlink.HeaderFlags, each func([]byte) e
 			if each != nil && eachErr == nil {
 				eachErr = each(body)
 			}
-			return false, nil
+			// A request that is neither a dump nor acknowledged gets one
+			// message back.
+			return flags&(netlink.Dump|netlink.Acknowledge) == 0, nil
 		})
 		if err != nil {
 			return err
