@@ -8,10 +8,9 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"syscall"
+	"time"
 	"unsafe"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,15 +72,17 @@ type Config struct {
 //
 // The reader takes up to batchSize queued packets per recvmmsg(2) into
 // buffers it reuses, and the verdicts given while it hands a batch to the
-// Handler leave together in one sendmsg(2) when the batch is done: at a
-// high packet rate a system call carries many packets each way, and no
-// packet costs an allocation. A verdict given from another goroutine (a
-// held packet released by a hand-over) is sent at once, or with the batch
-// being handled when there is one.
+// Handler leave together in one write(2) when the batch is done: at a high
+// packet rate a system call carries many packets each way, and no packet
+// costs an allocation. A verdict given from another goroutine (a held
+// packet released by a hand-over) is sent at once, or with the batch being
+// handled when there is one. The socket is blocking: the reader waits in
+// recvmmsg itself, one system call per wake-up instead of a failed read,
+// an epoll_wait and a read through Go's poller; a receive timeout
+// (pollInterval) lets it see that the queue is being closed.
 type Queue struct {
 	Num   uint16
-	c     *netlink.Conn
-	raw   syscall.RawConn
+	fd    int
 	stats *Stats
 	log   *slog.Logger
 
@@ -104,6 +105,9 @@ const (
 	// flushAt sends the verdicts gathered so far even during a batch, far
 	// below the socket's send buffer.
 	flushAt = 32 << 10
+	// pollInterval is how long the reader waits in recvmmsg before it
+	// looks whether the queue is being closed.
+	pollInterval = 100 * time.Millisecond
 )
 
 // mmsghdr is struct mmsghdr of recvmmsg(2).
@@ -143,15 +147,15 @@ func (q *Queue) flushLocked() {
 	if len(q.out) == 0 {
 		return
 	}
-	var serr error
-	err := q.raw.Write(func(fd uintptr) bool {
-		_, serr = unix.Write(int(fd), q.out)
-		return serr != unix.EAGAIN
-	})
-	if err == nil {
-		err = serr
+	if q.closed {
+		q.out = q.out[:0]
+		return
 	}
-	if err != nil && !q.closed {
+	_, err := unix.Write(q.fd, q.out)
+	for err == unix.EINTR {
+		_, err = unix.Write(q.fd, q.out)
+	}
+	if err != nil {
 		n := uint64(len(q.out) / verdictMsgLen) // about: marked verdicts are longer
 		q.stats.Errors.Add(max(n, 1))
 		q.log.Warn("nfq: send verdicts", "queue", q.Num, "bytes", len(q.out), "err", err)
@@ -170,9 +174,12 @@ func Run(ctx context.Context, c Config) error {
 	)
 	defer func() {
 		for _, q := range queues {
-			q.close()
+			q.stop()
 		}
-		wg.Wait()
+		wg.Wait() // at most pollInterval
+		for _, q := range queues {
+			unix.Close(q.fd)
+		}
 	}()
 	for i := range c.Count {
 		q, err := open(c, c.First+uint16(i))
@@ -204,30 +211,14 @@ const readBuffer = 16 << 20
 // packets, hold up to 16384 of them, and (with FailOpen) let the kernel
 // accept packets when the queue is full.
 func open(c Config, num uint16) (*Queue, error) {
-	nc, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return nil, fmt.Errorf("nfq: open queue %d: %w", num, err)
 	}
-	q := &Queue{Num: num, c: nc, stats: c.Stats, log: c.Log}
-	if err := q.configure(c); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	// A packet whose message does not fit the socket buffer is lost to
-	// falg, and a lost data segment stalls its flow until the client's
-	// retransmission timer: make the buffer large. ENOBUFS still reports
-	// each overrun; it is counted and reading goes on.
-	q.raw, err = nc.SyscallConn()
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("nfq: queue %d socket: %w", num, err)
-	}
-	var serr error
-	if err := q.raw.Control(func(fd uintptr) {
-		// past net.core.rmem_max, which root may do
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer)
-	}); err != nil || serr != nil {
-		c.Log.Warn("nfq: queue socket buffer not enlarged", "queue", num, "err", cmp.Or(err, serr))
+	q := &Queue{Num: num, fd: fd, stats: c.Stats, log: c.Log}
+	if err := q.setup(c); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("nfq: queue %d: %w", num, err)
 	}
 	q.bufs = make([][]byte, batchSize)
 	q.iovs = make([]unix.Iovec, batchSize)
@@ -242,9 +233,24 @@ func open(c Config, num uint16) (*Queue, error) {
 	return q, nil
 }
 
-// configure binds the socket to the queue and sets its parameters, each
-// step acknowledged by the kernel.
-func (q *Queue) configure(c Config) error {
+// setup binds the socket, sets its buffer and timeout, and configures the
+// queue, each step acknowledged by the kernel.
+func (q *Queue) setup(c Config) error {
+	if err := unix.Bind(q.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("bind socket: %w", err)
+	}
+	tv := unix.NsecToTimeval(pollInterval.Nanoseconds())
+	if err := unix.SetsockoptTimeval(q.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("set receive timeout: %w", err)
+	}
+	// A packet whose message does not fit the socket buffer is lost to
+	// falg, and a lost data segment stalls its flow until the client's
+	// retransmission timer: make the buffer large, past net.core.rmem_max,
+	// which root may do. ENOBUFS still reports each overrun; it is counted
+	// and reading goes on.
+	if err := unix.SetsockoptInt(q.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer); err != nil {
+		c.Log.Warn("nfq: queue socket buffer not enlarged", "queue", q.Num, "err", err)
+	}
 	var flags uint32
 	if c.FailOpen {
 		flags = cfgFlagFailOpn
@@ -260,25 +266,59 @@ func (q *Queue) configure(c Config) error {
 			attr(attrCfgMaxLen, be32(16384)),
 			attr(attrCfgFlags, be32(flags)), attr(attrCfgMask, be32(cfgFlagFailOpn)))},
 	}
-	for _, s := range steps {
-		_, err := q.c.Execute(netlink.Message{
-			Header: netlink.Header{Type: msgConfig, Flags: netlink.Request | netlink.Acknowledge},
-			Data:   s.body,
-		})
-		if err != nil {
-			return fmt.Errorf("nfq: %s queue %d: %w", s.what, q.Num, err)
+	buf := make([]byte, 4096)
+	for i, s := range steps {
+		seq := uint32(i + 1)
+		if _, err := unix.Write(q.fd, appendConfig(nil, seq, s.body)); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
+		}
+		if err := readAck(q.fd, buf, seq); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
 	return nil
 }
 
-// close stops the reader and releases the socket; the kernel unbinds the
-// queue with it.
-func (q *Queue) close() {
+// readAck reads the kernel's answer to the request with sequence number
+// seq and returns the error it reports, if any.
+func readAck(fd int, buf []byte, seq uint32) error {
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b := buf[:n]
+		for len(b) > 0 {
+			m, rest, err := nextMessage(b)
+			if err != nil {
+				return err
+			}
+			b = rest
+			if m.typ != unix.NLMSG_ERROR || m.seq != seq {
+				continue // a queued packet cannot arrive before the bind
+			}
+			errno, _, err := parseError(m.body)
+			if err != nil {
+				return err
+			}
+			if errno != 0 {
+				return errno
+			}
+			return nil
+		}
+	}
+}
+
+// stop makes the reader return within pollInterval and drops the verdicts
+// given from then on; the kernel drops the packets still queued when the
+// socket closes.
+func (q *Queue) stop() {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
-	q.c.Close()
 }
 
 // read hands every queued packet to h until the socket is closed, which
@@ -287,20 +327,19 @@ func (q *Queue) read(h Handler) error {
 	var p Packet
 	for {
 		n, err := q.receive()
+		q.mu.Lock()
+		closed := q.closed
+		q.mu.Unlock()
 		switch {
-		case errors.Is(err, unix.ENOBUFS):
+		case closed:
+			return nil
+		case err == unix.EAGAIN || err == unix.EINTR:
+			continue // pollInterval passed
+		case err == unix.ENOBUFS:
 			q.stats.Overruns.Add(1)
 			q.log.Warn("nfq: queue overrun, kernel dropped messages", "queue", q.Num)
 			continue
-		case errors.Is(err, unix.EINTR):
-			continue
 		case err != nil:
-			q.mu.Lock()
-			closed := q.closed
-			q.mu.Unlock()
-			if closed {
-				return nil
-			}
 			return fmt.Errorf("nfq: read queue %d: %w", q.Num, err)
 		}
 		q.mu.Lock()
@@ -316,29 +355,15 @@ func (q *Queue) read(h Handler) error {
 	}
 }
 
-// receive waits for queued packets and takes as many as are there, up to
-// batchSize, in one recvmmsg(2).
+// receive waits up to pollInterval for queued packets and takes as many
+// as are there, up to batchSize, in one recvmmsg(2).
 func (q *Queue) receive() (int, error) {
-	var (
-		n     int
-		errno unix.Errno
-	)
-	err := q.raw.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&q.msgs[0])),
-			uintptr(len(q.msgs)), unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN {
-			return false
-		}
-		n, errno = int(r), e
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(q.fd), uintptr(unsafe.Pointer(&q.msgs[0])),
+		uintptr(len(q.msgs)), unix.MSG_WAITFORONE, 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // handle passes the packets of one datagram to h, and logs the kernel's

@@ -146,6 +146,17 @@ func appendVerdict(b []byte, queue uint16, id uint32, verdict uint32, setMark bo
 	return b
 }
 
+// appendConfig appends an NFQNL_MSG_CONFIG request with sequence number
+// seq and body (from configMessage) to b, asking for an acknowledgement.
+func appendConfig(b []byte, seq uint32, body []byte) []byte {
+	b = binary.NativeEndian.AppendUint32(b, uint32(nlHeaderLen+len(body)))
+	b = binary.NativeEndian.AppendUint16(b, msgConfig)
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	return append(b, body...)
+}
+
 // configMessage returns the body (nfgenmsg and attributes) of an
 // NFQNL_MSG_CONFIG for queue carrying attrs.
 func configMessage(queue uint16, attrs ...[]byte) []byte {

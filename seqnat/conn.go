@@ -19,14 +19,14 @@ const RequestTimeout = 5 * time.Second
 // serialized, so give each busy worker its own Conn.
 type Conn struct {
 	mu   sync.Mutex
-	sock *rawSock
+	sock *blockingSock
 	enc  encoder
 	seq  uint32
 }
 
 // Dial opens a ctnetlink socket in the current thread's network namespace.
 func Dial() (*Conn, error) {
-	s, err := dialRaw()
+	s, err := dialBlocking(RequestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("seqnat: dial: %w", err)
 	}
@@ -35,6 +35,8 @@ func Dial() (*Conn, error) {
 
 // Close closes the socket.
 func (c *Conn) Close() error {
+	c.mu.Lock() // no request may be reading the descriptor
+	defer c.mu.Unlock()
 	if err := c.sock.close(); err != nil {
 		return fmt.Errorf("seqnat: close: %w", err)
 	}
@@ -150,7 +152,7 @@ func (c *Conn) request(msg uint8, flags netlink.HeaderFlags, each func([]byte) e
 	}
 	var eachErr error
 	for {
-		dgram, err := c.sock.read(time.Now().Add(RequestTimeout))
+		dgram, err := c.sock.read()
 		if err != nil {
 			return err
 		}

@@ -43,13 +43,13 @@ var (
 	profile  = flag.String("profile", "", "write a CPU profile of falg during the rate test here")
 	relayBin = flag.String("relay", "", "examples/labeler binary: also measure the relay data plane and a Go io.Copy proxy")
 	only     = flag.String("only", "", "run only this part: bulk, relay, tls or dns")
+	workers  = flag.Int("workers", 2, "falg's workers (queues)")
 )
 
 // want reports whether the part named is to be run.
 func want(part string) bool { return *only == "" || *only == part }
 
 const benchConfig = `
-workers: 2
 services:
   - name: bulk
     listen: ["10.0.0.1:5202"]
@@ -129,7 +129,7 @@ func run() error {
 	defer copyLog(dir)
 	cfg := filepath.Join(dir, "falg.yaml")
 	admin := filepath.Join(dir, "falg.sock")
-	os.WriteFile(cfg, []byte("admin: "+admin+"\n"+benchConfig), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("admin: %s\nworkers: %d\n%s", admin, *workers, benchConfig)), 0o644)
 	falg := router.Command(ctx, *falgBin, "run", "-c", cfg, "--log-level", *logLevel)
 	logf, _ := os.Create(filepath.Join(dir, "falg.log"))
 	falg.Stdout, falg.Stderr = logf, logf
