@@ -125,7 +125,7 @@ func (f *flow) connect(backend netip.AddrPort) error {
 	if !f.e.routing.Load().backends[backend] {
 		// Not in the static backend set: the SYN-ACK must be queued by
 		// the pending set.
-		if err := nft.AddPending(f.e.nftAdd, nft.Tuple{Src: backend, Dst: f.bsrc}); err != nil {
+		if err := f.e.nftAdd.Add(nft.Tuple{Src: backend, Dst: f.bsrc}); err != nil {
 			return err
 		}
 		f.addedPend = true

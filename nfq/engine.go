@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/nftables"
-
 	"falg/config"
 	"falg/nft"
 	"falg/protocol"
@@ -73,8 +71,8 @@ type Engine struct {
 	stats    *EngineStats
 	inj      *Injector
 	ct       *seqnat.Conn
-	nftDel   *nftables.Conn // pending deletes: deleteLoop only
-	nftAdd   *nftables.Conn // pending adds, for backends outside the static set
+	nftDel   *nft.Pending // pending deletes: deleteLoop only
+	nftAdd   *nft.Pending // pending adds, for backends outside the static set
 	routing  atomic.Pointer[routing]
 	flows    *table
 	max      int64
@@ -185,11 +183,11 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 	if e.ct, err = seqnat.Dial(); err != nil {
 		return nil, err
 	}
-	if e.nftDel, err = nftables.New(nftables.AsLasting()); err != nil {
-		return nil, fmt.Errorf("nfq: nftables: %w", err)
+	if e.nftDel, err = nft.OpenPending(); err != nil {
+		return nil, err
 	}
-	if e.nftAdd, err = nftables.New(nftables.AsLasting()); err != nil {
-		return nil, fmt.Errorf("nfq: nftables: %w", err)
+	if e.nftAdd, err = nft.OpenPending(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
@@ -210,10 +208,10 @@ func (e *Engine) closeSockets() {
 		e.ct.Close()
 	}
 	if e.nftDel != nil {
-		e.nftDel.CloseLasting()
+		e.nftDel.Close()
 	}
 	if e.nftAdd != nil {
-		e.nftAdd.CloseLasting()
+		e.nftAdd.Close()
 	}
 }
 
@@ -372,7 +370,7 @@ func (e *Engine) deleteLoop(ctx context.Context) {
 				break drain
 			}
 		}
-		if err := nft.DelPending(e.nftDel, batch...); err != nil {
+		if err := e.nftDel.Delete(batch...); err != nil {
 			e.log.Warn("nfq: delete pending flows", "n", len(batch), "err", err)
 		}
 	}

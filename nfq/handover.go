@@ -90,7 +90,7 @@ func (f *flow) handover(synack *segment) {
 	if len(toBackend) > 0 {
 		f.bConfirm = toBackend
 		if !f.addedPend {
-			if err := nft.AddPending(f.e.nftAdd, nft.Tuple{Src: f.backend, Dst: f.bsrc}); err != nil {
+			if err := f.e.nftAdd.Add(nft.Tuple{Src: f.backend, Dst: f.bsrc}); err != nil {
 				f.e.log.Warn("nfq: backend answers not queued: falg's bytes to it are sent once", "backend", f.backend, "err", err)
 				f.bConfirm = nil
 			} else {

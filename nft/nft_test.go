@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
 
 	"falg/config"
 )
@@ -67,6 +69,12 @@ func TestTupleKey(t *testing.T) {
 // netns makes a throwaway network namespace and returns an nftables
 // connection into it and a function running a command inside it.
 func netns(t *testing.T) (*nftables.Conn, func(args ...string) string) {
+	c, run, _ := netnsFile(t)
+	return c, run
+}
+
+// netnsFile is netns that also returns the namespace's file.
+func netnsFile(t *testing.T) (*nftables.Conn, func(args ...string) string, *os.File) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -103,7 +111,7 @@ func netns(t *testing.T) (*nftables.Conn, func(args ...string) string) {
 		}
 		return string(out)
 	}
-	return c, run
+	return c, run, f
 }
 
 func TestInstallMatchesText(t *testing.T) {
@@ -142,8 +150,33 @@ func TestInstallMatchesText(t *testing.T) {
 	}
 }
 
+// openPending opens a Pending in the namespace ns.
+func openPending(t *testing.T, ns *os.File) *Pending {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		t.Fatal(err)
+	}
+	p, err := OpenPending()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		panic(err) // the thread would stay in the test's namespace
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func TestPendingSets(t *testing.T) {
-	c, run := netns(t)
+	c, run, ns := netnsFile(t)
+	p := openPending(t, ns)
 	kind, err := DetectQueue(c)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +186,7 @@ func TestPendingSets(t *testing.T) {
 	}
 	t4 := Tuple{netip.MustParseAddrPort("10.0.1.2:443"), netip.MustParseAddrPort("10.0.0.2:40000")}
 	t6 := Tuple{netip.MustParseAddrPort("[fd00:1::2]:443"), netip.MustParseAddrPort("[fd00::2]:40000")}
-	if err := AddPending(c, t4, t6); err != nil {
+	if err := p.Add(t4, t6); err != nil {
 		t.Fatal(err)
 	}
 	l := run("nft", "list", "set", "inet", Table, SetPending4) + run("nft", "list", "set", "inet", Table, SetPending6)
@@ -161,7 +194,7 @@ func TestPendingSets(t *testing.T) {
 		t.Fatalf("pending sets:\n%s", l)
 	}
 	gone := Tuple{netip.MustParseAddrPort("10.0.1.9:1"), netip.MustParseAddrPort("10.0.0.2:2")}
-	if err := DelPending(c, t4, gone, t6); err != nil {
+	if err := p.Delete(t4, gone, t6); err != nil {
 		t.Fatalf("delete with one missing: %v", err)
 	}
 	l = run("nft", "list", "set", "inet", Table, SetPending4) + run("nft", "list", "set", "inet", Table, SetPending6)
@@ -220,7 +253,8 @@ func TestInstallXTInfo(t *testing.T) {
 // TestUpdateKeepsPending: an update changes listens and backends in place
 // and leaves the pending sets' elements alone.
 func TestUpdateKeepsPending(t *testing.T) {
-	c, run := netns(t)
+	c, run, ns := netnsFile(t)
+	p := openPending(t, ns)
 	kind, err := DetectQueue(c)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +264,7 @@ func TestUpdateKeepsPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	pending := Tuple{netip.MustParseAddrPort("10.0.0.2:40000"), netip.MustParseAddrPort("10.0.0.1:443")}
-	if err := AddPending(c, pending); err != nil {
+	if err := p.Add(pending); err != nil {
 		t.Fatal(err)
 	}
 	r.Listens = append(r.Listens, Listen{TCP, netip.MustParseAddr("10.0.0.1"), 8443})
@@ -241,7 +275,7 @@ func TestUpdateKeepsPending(t *testing.T) {
 	if !strings.Contains(run("nft", "list", "set", "inet", Table, SetPending4), "10.0.0.2 . 40000 . 10.0.0.1 . 443") {
 		t.Error("update lost the pending flow")
 	}
-	if err := DelPending(c, pending); err != nil {
+	if err := p.Delete(pending); err != nil {
 		t.Fatal(err)
 	}
 	listing := run("nft", "list", "table", "inet", Table)

@@ -1,11 +1,12 @@
 package nft
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
-	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,56 +25,234 @@ func (t Tuple) Key() []byte {
 	return append(k, byte(t.Dst.Port()>>8), byte(t.Dst.Port()), 0, 0)
 }
 
-func pendingSetOf(t Tuple) *nftables.Set {
-	name := SetPending4
-	if t.Src.Addr().Is6() {
-		name = SetPending6
-	}
-	return &nftables.Set{
-		Table:         &nftables.Table{Name: Table, Family: nftables.TableFamilyINet},
-		Name:          name,
-		Concatenation: true,
-		HasTimeout:    true,
-	}
+// Pending adds and deletes elements of the pending sets, each call one
+// nf_tables transaction. It writes the netlink batch itself on a blocking
+// socket of its own, outside Go's poller: a flow's hand-over deletes its
+// tuple, and google/nftables' Flush, through a poller-registered socket,
+// cost falg a thread wake-up per transaction and allocations per element.
+// A Pending is safe for concurrent use.
+type Pending struct {
+	mu  sync.Mutex
+	fd  int
+	seq uint32
+	out []byte
+	buf []byte
 }
 
-// AddPending adds flows to the pending sets, so that their packets are
-// queued to falg, in one transaction.
-func AddPending(c *nftables.Conn, ts ...Tuple) error {
-	for _, t := range ts {
-		if err := c.SetAddElements(pendingSetOf(t), []nftables.SetElement{{Key: t.Key()}}); err != nil {
-			return fmt.Errorf("nft: add pending %v: %w", t, err)
-		}
+// OpenPending opens a Pending on a socket in the calling thread's network
+// namespace.
+func OpenPending() (*Pending, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("nft: pending socket: %w", err)
 	}
-	if err := c.Flush(); err != nil {
+	tv := unix.NsecToTimeval(5e9)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("nft: pending socket: bind: %w", err)
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("nft: pending socket: receive timeout: %w", err)
+	}
+	return &Pending{fd: fd, buf: make([]byte, 8192)}, nil
+}
+
+// Close closes the socket.
+func (p *Pending) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd < 0 {
+		return nil
+	}
+	fd := p.fd
+	p.fd = -1
+	return unix.Close(fd)
+}
+
+// Add adds flows to the pending sets, so that their packets are queued to
+// falg, in one transaction.
+func (p *Pending) Add(ts ...Tuple) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.commit(msgNewSetElem, unix.NLM_F_CREATE, ts); err != nil {
 		return fmt.Errorf("nft: add %d pending flows: %w", len(ts), err)
 	}
 	return nil
 }
 
-// DelPending removes flows from the pending sets in one transaction. A
-// flow no longer in the set is not an error: it may have timed out.
-func DelPending(c *nftables.Conn, ts ...Tuple) error {
-	for _, t := range ts {
-		if err := c.SetDeleteElements(pendingSetOf(t), []nftables.SetElement{{Key: t.Key()}}); err != nil {
-			return fmt.Errorf("nft: delete pending %v: %w", t, err)
-		}
-	}
-	err := c.Flush()
-	if err == nil || !errors.Is(err, unix.ENOENT) {
+// Delete removes flows from the pending sets in one transaction. A flow no
+// longer in the set is not an error: it may have timed out. (One missing
+// element fails the whole transaction, which is then done again one flow
+// at a time.)
+func (p *Pending) Delete(ts ...Tuple) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.commit(msgDelSetElem, 0, ts)
+	if !errors.Is(err, unix.ENOENT) {
 		if err != nil {
 			return fmt.Errorf("nft: delete %d pending flows: %w", len(ts), err)
 		}
 		return nil
 	}
-	// One missing element fails the whole batch: delete one by one.
-	for _, t := range ts {
-		if err := c.SetDeleteElements(pendingSetOf(t), []nftables.SetElement{{Key: t.Key()}}); err != nil {
-			return fmt.Errorf("nft: delete pending %v: %w", t, err)
-		}
-		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("nft: delete pending %v: %w", t, err)
+	for i := range ts {
+		if err := p.commit(msgDelSetElem, 0, ts[i:i+1]); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("nft: delete pending %v > %v: %w", ts[i].Src, ts[i].Dst, err)
 		}
 	}
 	return nil
+}
+
+// Message types and attributes of nf_tables set elements
+// (include/uapi/linux/netfilter/nf_tables.h).
+const (
+	nfnlBatchBegin = unix.NLMSG_MIN_TYPE // NFNL_MSG_BATCH_BEGIN
+	nfnlBatchEnd   = unix.NLMSG_MIN_TYPE + 1
+	msgNewSetElem  = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM
+	msgDelSetElem  = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_DELSETELEM
+	attrElemTable  = 1 // NFTA_SET_ELEM_LIST_TABLE
+	attrElemSet    = 2 // NFTA_SET_ELEM_LIST_SET
+	attrElemList   = 3 // NFTA_SET_ELEM_LIST_ELEMENTS
+	attrListElem   = 1 // NFTA_LIST_ELEM
+	attrElemKey    = 1 // NFTA_SET_ELEM_KEY
+	attrDataValue  = 1 // NFTA_DATA_VALUE
+	nlaNested      = unix.NLA_F_NESTED
+	nfprotoINet    = 1 // NFPROTO_INET
+	nlHeaderLen    = unix.SizeofNlMsghdr
+	attrHeaderLen  = 4
+	nftablesSubsys = unix.NFNL_SUBSYS_NFTABLES
+)
+
+// commit sends one transaction: a message of type msg for the tuples of
+// each family present, between batch begin and end, and reads the
+// kernel's answers to them.
+func (p *Pending) commit(msg uint16, flags uint16, ts []Tuple) error {
+	if len(ts) == 0 {
+		return nil
+	}
+	if p.fd < 0 {
+		return errors.New("closed")
+	}
+	p.out = p.out[:0]
+	p.seq++
+	first := p.seq
+	p.out = p.appendMsg(p.out, nfnlBatchBegin, unix.NLM_F_REQUEST, unix.AF_UNSPEC, nftablesSubsys)
+	p.out = endMsg(p.out, 0)
+	var acks []uint32
+	for _, set := range []string{SetPending4, SetPending6} {
+		start := len(p.out)
+		p.seq++
+		p.out = p.appendMsg(p.out, msg, unix.NLM_F_REQUEST|unix.NLM_F_ACK|flags, nfprotoINet, 0)
+		p.out = appendString(p.out, attrElemTable, Table)
+		p.out = appendString(p.out, attrElemSet, set)
+		list := len(p.out)
+		p.out = appendAttr(p.out, attrElemList|nlaNested, nil)
+		n := 0
+		for _, t := range ts {
+			if (set == SetPending4) != t.Src.Addr().Is4() {
+				continue
+			}
+			elem := len(p.out)
+			p.out = appendAttr(p.out, attrListElem|nlaNested, nil)
+			key := len(p.out)
+			p.out = appendAttr(p.out, attrElemKey|nlaNested, nil)
+			p.out = appendAttr(p.out, attrDataValue, t.Key())
+			endAttr(p.out, key)
+			endAttr(p.out, elem)
+			n++
+		}
+		if n == 0 {
+			p.out = p.out[:start]
+			p.seq--
+			continue
+		}
+		endAttr(p.out, list)
+		p.out = endMsg(p.out, start)
+		acks = append(acks, p.seq)
+	}
+	p.seq++
+	end := len(p.out)
+	p.out = p.appendMsg(p.out, nfnlBatchEnd, unix.NLM_F_REQUEST, unix.AF_UNSPEC, nftablesSubsys)
+	p.out = endMsg(p.out, end)
+	if _, err := unix.Write(p.fd, p.out); err != nil {
+		return err
+	}
+	return p.readAcks(first, acks)
+}
+
+// readAcks reads answers until each message in acks has been acknowledged
+// or one reports an error, which it returns (the kernel aborts the whole
+// transaction then, and answers nothing more).
+func (p *Pending) readAcks(first uint32, acks []uint32) error {
+	for len(acks) > 0 {
+		n, err := unix.Read(p.fd, p.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read answer: %w", err)
+		}
+		for b := p.buf[:n]; len(b) >= nlHeaderLen; {
+			l := int(binary.NativeEndian.Uint32(b[0:4]))
+			if l < nlHeaderLen || l > len(b) {
+				return fmt.Errorf("malformed netlink answer: length %d of %d", l, len(b))
+			}
+			typ := binary.NativeEndian.Uint16(b[4:6])
+			seq := binary.NativeEndian.Uint32(b[8:12])
+			body := b[nlHeaderLen:l]
+			b = b[min((l+3)&^3, len(b)):]
+			if typ != unix.NLMSG_ERROR || seq-first >= 1<<31 || len(body) < 4 {
+				continue // not an answer to this transaction
+			}
+			if errno := -int32(binary.NativeEndian.Uint32(body)); errno != 0 {
+				return unix.Errno(errno)
+			}
+			for i, a := range acks {
+				if a == seq {
+					acks = append(acks[:i], acks[i+1:]...)
+					break
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// appendMsg appends a netlink header with length to be filled by endMsg,
+// and an nfgenmsg.
+func (p *Pending) appendMsg(b []byte, typ, flags uint16, family byte, resID uint16) []byte {
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, flags)
+	b = binary.NativeEndian.AppendUint32(b, p.seq)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = append(b, family, unix.NFNETLINK_V0)
+	return binary.BigEndian.AppendUint16(b, resID)
+}
+
+// endMsg sets the length of the message that starts at start.
+func endMsg(b []byte, start int) []byte {
+	binary.NativeEndian.PutUint32(b[start:], uint32(len(b)-start))
+	return b
+}
+
+// appendAttr appends an attribute; a nested one gets its length from
+// endAttr once its contents follow.
+func appendAttr(b []byte, typ uint16, v []byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(attrHeaderLen+len(v)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, v...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// endAttr sets the length of the nested attribute that starts at start.
+func endAttr(b []byte, start int) {
+	binary.NativeEndian.PutUint16(b[start:], uint16(len(b)-start))
+}
+
+func appendString(b []byte, typ uint16, s string) []byte {
+	return appendAttr(b, typ, append([]byte(s), 0))
 }
