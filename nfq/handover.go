@@ -1,7 +1,9 @@
 package nfq
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -101,8 +103,17 @@ func (f *flow) handover(synack *segment) {
 
 	// The entry exists before the backend sees our ACK, so whatever the
 	// backend sends next (a banner) already finds it. The ACK carries the
-	// first of falg's bytes.
-	f.sendToBackend(toBackend)
+	// first of falg's bytes. With none to send and a held packet to let
+	// through, that packet completes the backend's handshake itself (a
+	// segment with data and the right ACK does, in SYN-RECV): one packet
+	// less for falg to send and the backend to take.
+	passes := false
+	for _, h := range f.held {
+		passes = passes || h.off >= f.consume
+	}
+	if len(toBackend) > 0 || !passes {
+		f.sendToBackend(toBackend)
+	}
 	for _, h := range f.held {
 		if h.off >= f.consume {
 			h.q.Verdict(h.id, Accept)
@@ -151,6 +162,12 @@ func (f *flow) sendToBackend(b []byte) {
 // no-data or failed.
 func (f *flow) outcome(outcome string, err error) {
 	setup := time.Since(f.start)
+	if o := f.e.observer; o != nil {
+		o.Outcome(f.svc.cfg.Name, string(f.svc.cfg.Protocol), f.route, outcome, setup)
+	}
+	if !f.e.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	attrs := make([]any, 0, 32)
 	attrs = append(attrs, "client", f.client, "asked", f.asked, "service", f.svc.cfg.Name,
 		"protocol", f.svc.cfg.Protocol, "name", f.name, "outcome", outcome)
@@ -173,7 +190,4 @@ func (f *flow) outcome(outcome string, err error) {
 		attrs = append(attrs, "err", err)
 	}
 	f.e.log.Info("flow", attrs...)
-	if o := f.e.observer; o != nil {
-		o.Outcome(f.svc.cfg.Name, string(f.svc.cfg.Protocol), f.route, outcome, setup)
-	}
 }
