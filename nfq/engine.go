@@ -71,12 +71,12 @@ type Engine struct {
 	stats    *EngineStats
 	inj      *Injector
 	ct       *seqnat.Conn
-	nftDel   *nft.Pending // pending deletes: deleteLoop only
+	nftDel   *nft.Pending // pending deletes: housekeep only
 	nftAdd   *nft.Pending // pending adds, for backends outside the static set
 	routing  atomic.Pointer[routing]
 	flows    *table
 	max      int64
-	dels     chan nft.Tuple
+	chores   chores
 	locals   sync.Map // netip.Addr -> netip.Addr: router address toward a backend
 	records  *Records
 	observer Observer
@@ -159,7 +159,6 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 		inj:      ec.Injector,
 		flows:    newTable(),
 		max:      int64(c.MaxPending),
-		dels:     make(chan nft.Tuple, 4096),
 		records:  newRecords(),
 		observer: ec.Observer,
 		debug:    ec.Log.Enabled(context.Background(), slog.LevelDebug),
@@ -194,7 +193,16 @@ func NewEngine(ec EngineConfig) (_ *Engine, err error) {
 	e.wg.Add(2)
 	go func() {
 		defer e.wg.Done()
-		e.deleteLoop(ctx)
+		t := time.NewTicker(housekeepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.housekeep()
+			}
+		}
 	}()
 	go func() {
 		defer e.wg.Done()
@@ -347,42 +355,76 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 	q.Verdict(p.ID, Accept)
 }
 
-// deleteLoop removes handed-over flows from the pending sets. It commits
-// as soon as there is something to delete, with everything that arrived
-// meanwhile: at a low rate a flow leaves the set within one commit, before
-// its next packets arrive; at a high rate the commits, each a full nft
-// transaction, carry many flows.
-func (e *Engine) deleteLoop(ctx context.Context) {
-	batch := make([]nft.Tuple, 0, 256)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case t := <-e.dels:
-			batch = append(batch[:0], t)
-		}
-	drain:
-		for len(batch) < cap(batch) {
-			select {
-			case t := <-e.dels:
-				batch = append(batch, t)
-			default:
-				break drain
-			}
-		}
-		if err := e.nftDel.Delete(batch...); err != nil {
-			e.log.Warn("nfq: delete pending flows", "n", len(batch), "err", err)
-		}
-	}
+// chores is what finished flows leave for the engine to do: tuples to
+// delete from the pending sets, and flows to drop from the table once they
+// have lingered. The queue readers do them after each batch of packets
+// (BatchEnd), on their own threads and many flows per nft transaction; a
+// ticker does them when no packet comes. A goroutine woken per flow, as
+// before, cost a thread wake-up and a context switch per connection.
+type chores struct {
+	busy  sync.Mutex // one housekeep at a time: it owns spare
+	mu    sync.Mutex
+	dels  []nft.Tuple
+	spare []nft.Tuple
+	gone  []lingering // oldest first: linger is a constant
 }
+
+// lingering is a finished flow waiting to leave the table.
+type lingering struct {
+	at     time.Time
+	f      *flow
+	ct, bt tuple
+}
+
+// housekeepInterval is how often the ticker does the chores when no
+// packet comes: the longest a finished flow's tuple stays pending then.
+const housekeepInterval = 50 * time.Millisecond
 
 // unpend queues t for deletion from the pending sets.
 func (e *Engine) unpend(t tuple) {
-	select {
-	case e.dels <- nft.Tuple{Src: t.src, Dst: t.dst}:
-	default:
-		// The batcher is behind: the set entry times out by itself, and
-		// meanwhile the flow's packets are queued and accepted.
-		e.log.Warn("nfq: pending delete queue full", "tuple", t.src.String()+">"+t.dst.String())
+	e.chores.mu.Lock()
+	e.chores.dels = append(e.chores.dels, nft.Tuple{Src: t.src, Dst: t.dst})
+	e.chores.mu.Unlock()
+}
+
+// BatchEnd does the chores after the reader of q handed the engine a batch
+// of packets and sent their verdicts. It implements BatchEnder.
+func (e *Engine) BatchEnd(q *Queue) { e.housekeep() }
+
+// housekeep deletes the queued tuples from the pending sets in one
+// transaction and drops the flows that lingered long enough.
+func (e *Engine) housekeep() {
+	c := &e.chores
+	if !c.busy.TryLock() {
+		return // another reader is at it; what it misses, the next one does
+	}
+	defer c.busy.Unlock()
+	c.mu.Lock()
+	dels := c.dels
+	c.dels = c.spare[:0]
+	var gone []lingering
+	if len(c.gone) > 0 && !time.Now().Before(c.gone[0].at) {
+		now := time.Now()
+		n := 0
+		for n < len(c.gone) && !now.Before(c.gone[n].at) {
+			n++
+		}
+		gone = append(gone, c.gone[:n]...)
+		c.gone = append(c.gone[:0], c.gone[n:]...)
+	}
+	c.mu.Unlock()
+	if len(dels) > 0 {
+		if err := e.nftDel.Delete(dels...); err != nil {
+			e.log.Warn("nfq: delete pending flows", "n", len(dels), "err", err)
+		}
+	}
+	c.mu.Lock()
+	c.spare = dels[:0]
+	c.mu.Unlock()
+	for _, g := range gone {
+		e.flows.del(g.ct, g.f)
+		if g.bt.src.IsValid() {
+			e.flows.del(g.bt, g.f)
+		}
 	}
 }

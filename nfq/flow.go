@@ -573,10 +573,7 @@ func (f *flow) retire() {
 	if f.addedPend {
 		e.unpend(bt)
 	}
-	time.AfterFunc(linger, func() {
-		e.flows.del(ct, f)
-		if bt.src.IsValid() {
-			e.flows.del(bt, f)
-		}
-	})
+	e.chores.mu.Lock()
+	e.chores.gone = append(e.chores.gone, lingering{at: time.Now().Add(linger), f: f, ct: ct, bt: bt})
+	e.chores.mu.Unlock()
 }

@@ -40,6 +40,14 @@ type Handler interface {
 	Packet(q *Queue, p *Packet)
 }
 
+// BatchEnder is a Handler that wants to know when a reader has handed it a
+// whole batch of packets and sent the batch's verdicts: work it defers to
+// then is done once per batch, on the reader's thread, with no goroutine
+// to wake.
+type BatchEnder interface {
+	BatchEnd(q *Queue)
+}
+
 // HandlerFunc adapts a function to a Handler.
 type HandlerFunc func(q *Queue, p *Packet)
 
@@ -325,6 +333,7 @@ func (q *Queue) stop() {
 // returns nil, or fails, which returns the error.
 func (q *Queue) read(h Handler) error {
 	var p Packet
+	be, _ := h.(BatchEnder)
 	for {
 		n, err := q.receive()
 		q.mu.Lock()
@@ -352,6 +361,9 @@ func (q *Queue) read(h Handler) error {
 		q.batching = false
 		q.flushLocked()
 		q.mu.Unlock()
+		if be != nil {
+			be.BatchEnd(q)
+		}
 	}
 }
 
