@@ -19,13 +19,16 @@
 // blocks of every packet of the flow. The namespace needs nat prerouting and
 // postrouting chains for the NAT to happen (see DESIGN.md section 3).
 //
-// The package speaks raw ctnetlink over github.com/mdlayher/netlink, because
-// it needs attributes (CTA_NAT_DST, CTA_NAT_SRC, seqadj with zero offsets)
-// that higher-level conntrack libraries do not send. It reads replies itself:
-// the kernel flags the answer to a single GET as multi-part and sends no
-// DONE after it, so requests ask for an acknowledgement and end on it, and
-// every read has a deadline.
+// The package speaks raw ctnetlink (with mdlayher/netlink's attribute
+// codec), because it needs attributes (CTA_NAT_DST, CTA_NAT_SRC, seqadj with
+// zero offsets) that higher-level conntrack libraries do not send. It reads
+// replies itself, on blocking sockets outside Go's poller (see
+// blockingSock): the kernel flags the answer to a single GET as multi-part
+// and sends no DONE after it, so a GET ends on its one answer, other
+// requests ask for an acknowledgement and end on it, and every read has a
+// timeout.
 //
 // Errors name the operation and wrap the kernel's errno, so
-// errors.Is(err, unix.EEXIST) and errors.Is(err, unix.ENOENT) work.
+// errors.Is(err, unix.EEXIST) works; a Get that finds nothing returns
+// unix.ENOENT itself.
 package seqnat

@@ -54,10 +54,20 @@ const eventBufSize = 4 << 20
 
 // Events is a ctnetlink multicast subscription in the network namespace it
 // was opened in. It starts no goroutine: the owner calls Receive in a loop
-// and Close when done. Receive is not safe for concurrent use.
+// and Close when done, not during a Receive. Receive is not safe for
+// concurrent use.
+//
+// The socket is blocking and outside Go's poller, like Conn's: an event
+// wakes the thread waiting in Receive directly, rather than the thread in
+// epoll_wait that would then wake it. Receive looks at its context every
+// eventPoll.
 type Events struct {
-	sock *rawSock
+	sock *blockingSock
 }
+
+// eventPoll is how long Receive waits in the kernel before it looks
+// whether its context ended.
+const eventPoll = 100 * time.Millisecond
 
 // ListenDestroy subscribes to destroy events.
 func ListenDestroy() (*Events, error) { return Listen(GroupDestroy) }
@@ -68,15 +78,15 @@ func Listen(groups ...Group) (*Events, error) {
 	if len(groups) == 0 {
 		return nil, errors.New("seqnat: listen: no groups")
 	}
-	s, err := dialRaw()
+	s, err := dialBlocking(eventPoll)
 	if err != nil {
 		return nil, fmt.Errorf("seqnat: listen: %w", err)
 	}
 	// Best effort: a larger buffer makes ENOBUFS rarer; the kernel caps it
 	// at net.core.rmem_max.
-	_ = s.nl.SetReadBuffer(eventBufSize)
+	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, eventBufSize)
 	for _, g := range groups {
-		if err := s.nl.JoinGroup(uint32(g)); err != nil {
+		if err := unix.SetsockoptInt(s.fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(g)); err != nil {
 			s.close()
 			return nil, fmt.Errorf("seqnat: listen: join group %d: %w", g, err)
 		}
@@ -93,25 +103,18 @@ func (ev *Events) Close() error {
 }
 
 // Receive waits for the next datagram of events and returns the events in
-// it. It returns ctx.Err() when ctx ends first. When the kernel dropped
-// events because the socket buffer was full, the error matches
-// unix.ENOBUFS: the subscription stays usable, but the caller should
-// resynchronise with Conn.List.
+// it. It returns ctx.Err() when ctx ends first (within eventPoll). When
+// the kernel dropped events because the socket buffer was full, the error
+// matches unix.ENOBUFS: the subscription stays usable, but the caller
+// should resynchronise with Conn.List.
 func (ev *Events) Receive(ctx context.Context) ([]Event, error) {
-	stop := context.AfterFunc(ctx, func() {
-		// Wake the blocked read. A late call is harmless: Receive sets a
-		// fresh deadline before every read.
-		_ = ev.sock.nl.SetReadDeadline(time.Unix(1, 0))
-	})
-	defer stop()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		deadline, _ := ctx.Deadline() // zero = none
-		dgram, err := ev.sock.read(deadline)
+		dgram, err := ev.sock.read()
 		if isTimeout(err) {
-			continue // ctx ended, or a stale wake-up: the loop head decides
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("seqnat: events: %w", err)
