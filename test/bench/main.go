@@ -170,16 +170,32 @@ func run() error {
 }
 
 // bulkBench compares one iperf3 stream through plain routing, a static
-// DNAT and a falg splice.
+// DNAT, a static DNAT with the client's TCP timestamps off (a spliced
+// flow has none: it shows what that alone costs), and a falg splice.
 func bulkBench(ctx context.Context, client *lab.NS) error {
-	targets := []struct{ name, addr string }{
-		{"plain routing", "10.0.1.2:5201"},
-		{"static nft DNAT", "10.0.0.1:5203"},
-		{"falg splice", "10.0.0.1:5202"},
+	targets := []struct {
+		name, addr string
+		noTS       bool
+	}{
+		{"plain routing", "10.0.1.2:5201", false},
+		{"static nft DNAT", "10.0.0.1:5203", false},
+		{"DNAT, no TCP TS", "10.0.0.1:5203", true},
+		{"falg splice", "10.0.0.1:5202", false},
 	}
+	timestamps := func(on bool) error {
+		v := map[bool]string{true: "1", false: "0"}[on]
+		if out, err := client.Command(ctx, "sysctl", "-qw", "net.ipv4.tcp_timestamps="+v).CombinedOutput(); err != nil {
+			return fmt.Errorf("sysctl tcp_timestamps=%s: %v %s", v, err, out)
+		}
+		return nil
+	}
+	defer timestamps(true)
 	bulk := make([][]float64, len(targets))
 	for range *rounds {
 		for i, tg := range targets {
+			if err := timestamps(!tg.noTS); err != nil {
+				return err
+			}
 			gbps, err := iperf(ctx, client, tg.addr)
 			if err != nil {
 				return fmt.Errorf("%s: %w", tg.name, err)
@@ -191,8 +207,9 @@ func bulkBench(ctx context.Context, client *lab.NS) error {
 	for i, tg := range targets {
 		fmt.Printf("  %-16s %s   median %.1f\n", tg.name, fmtList(bulk[i]), median(bulk[i]))
 	}
-	dn, sp := median(bulk[1]), median(bulk[2])
-	fmt.Printf("  ratio splice/DNAT %.2f   splice/plain %.2f\n\n", sp/dn, sp/median(bulk[0]))
+	dn, nots, sp := median(bulk[1]), median(bulk[2]), median(bulk[3])
+	fmt.Printf("  ratio splice/DNAT %.2f   splice/plain %.2f   splice/(DNAT without timestamps) %.2f\n\n",
+		sp/dn, sp/median(bulk[0]), sp/nots)
 	return nil
 }
 
