@@ -88,6 +88,20 @@ func (p Protocol) TCP() bool { return p != UDP }
 // UDP reports whether the protocol's listens take UDP datagrams.
 func (p Protocol) UDP() bool { return p == UDP || p == DNS }
 
+// Quiet reports whether falg sends the service's clients nothing between
+// its SYN-ACK and the hand-over, and keeps nothing of theirs pending after
+// it: the client speaks first (tls, http, dns over TCP) and the backend
+// gets no PROXY header that falg would have to see acknowledged. Until the
+// hand-over such a client's pure ACKs tell falg nothing, and the ruleset
+// drops them in the kernel.
+func (s *Service) Quiet() bool {
+	switch s.Protocol {
+	case TLS, HTTP, DNS:
+		return s.ProxyProtocol == "off" && s.Dataplane != "relay"
+	}
+	return false
+}
+
 // NamesDestination reports whether the client names the destination
 // host:port itself (for proxy: the PROXY header's destination), so that a
 // route may use the requested backend.

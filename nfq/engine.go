@@ -362,11 +362,14 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 // ticker does them when no packet comes. A goroutine woken per flow, as
 // before, cost a thread wake-up and a context switch per connection.
 type chores struct {
-	busy  sync.Mutex // one housekeep at a time: it owns spare
-	mu    sync.Mutex
-	dels  []nft.Tuple
-	spare []nft.Tuple
-	gone  []lingering // oldest first: linger is a constant
+	busy    sync.Mutex // one housekeep at a time: it owns the spares
+	mu      sync.Mutex
+	dels    []nft.Tuple
+	release []held      // to accept once dels are deleted
+	gone    []lingering // oldest first: linger is a constant
+
+	spareDels    []nft.Tuple
+	spareRelease []held
 }
 
 // lingering is a finished flow waiting to leave the table.
@@ -387,24 +390,30 @@ func (e *Engine) unpend(t tuple) {
 	e.chores.mu.Unlock()
 }
 
+// releaseAfterDeletes accepts h once the pending-set deletes queued so
+// far are committed: by the reader's BatchEnd that follows the hand-over.
+func (e *Engine) releaseAfterDeletes(h held) {
+	e.chores.mu.Lock()
+	e.chores.release = append(e.chores.release, h)
+	e.chores.mu.Unlock()
+}
+
 // BatchEnd does the chores after the reader of q handed the engine a batch
 // of packets and sent their verdicts. It implements BatchEnder.
 func (e *Engine) BatchEnd(q *Queue) { e.housekeep() }
 
 // housekeep deletes the queued tuples from the pending sets in one
-// transaction and drops the flows that lingered long enough.
+// transaction, then accepts the held packets waiting for that, and drops
+// the flows that lingered long enough.
 func (e *Engine) housekeep() {
 	c := &e.chores
-	if !c.busy.TryLock() {
-		return // another reader is at it; what it misses, the next one does
-	}
+	c.busy.Lock()
 	defer c.busy.Unlock()
 	c.mu.Lock()
-	dels := c.dels
-	c.dels = c.spare[:0]
+	dels, release := c.dels, c.release
+	c.dels, c.release = c.spareDels[:0], c.spareRelease[:0]
 	var gone []lingering
-	if len(c.gone) > 0 && !time.Now().Before(c.gone[0].at) {
-		now := time.Now()
+	if now := time.Now(); len(c.gone) > 0 && !now.Before(c.gone[0].at) {
 		n := 0
 		for n < len(c.gone) && !now.Before(c.gone[n].at) {
 			n++
@@ -418,9 +427,10 @@ func (e *Engine) housekeep() {
 			e.log.Warn("nfq: delete pending flows", "n", len(dels), "err", err)
 		}
 	}
-	c.mu.Lock()
-	c.spare = dels[:0]
-	c.mu.Unlock()
+	for _, h := range release {
+		h.q.Verdict(h.id, Accept)
+	}
+	c.spareDels, c.spareRelease = dels[:0], release[:0]
 	for _, g := range gone {
 		e.flows.del(g.ct, g.f)
 		if g.bt.src.IsValid() {

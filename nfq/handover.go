@@ -114,13 +114,7 @@ func (f *flow) handover(synack *segment) {
 	if len(toBackend) > 0 || !passes {
 		f.sendToBackend(toBackend)
 	}
-	for _, h := range f.held {
-		if h.off >= f.consume {
-			h.q.Verdict(h.id, Accept)
-		} else {
-			h.q.Verdict(h.id, Drop)
-		}
-	}
+	held := f.held
 	f.held = nil
 	f.outcome("spliced", nil)
 	if len(reply) > 0 {
@@ -134,9 +128,21 @@ func (f *flow) handover(synack *segment) {
 	if f.confirm != nil || f.bConfirm != nil {
 		f.arm(replyBackoff[0], f.resend)
 		f.resends = 1
-		return
+	} else {
+		f.retire()
 	}
-	f.retire()
+	// Held packets that pass go out after the pending-set deletes queued
+	// so far, the client tuple's among them (housekeep, at the end of this
+	// batch): the backend answers nothing before it has them, so neither
+	// its answer nor the client's ACK of it meets the client tuple still in
+	// the set, whose pure ACKs the kernel drops for quiet services.
+	for _, h := range held {
+		if h.off >= f.consume {
+			f.e.releaseAfterDeletes(h)
+		} else {
+			h.q.Verdict(h.id, Drop)
+		}
+	}
 }
 
 // sendToBackend sends b, falg's own bytes for the backend, from the start

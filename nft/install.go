@@ -238,6 +238,18 @@ func (r *Ruleset) exprs(ru rule, sets map[string]*nftables.Set, kind QueueKind) 
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(ru.dport)},
 		)
 	}
+	if ru.pureAck {
+		off, n := uint32(2), byte(40) // total length: IPv4 and TCP headers without options
+		if v6 {
+			off, n = 4, 20 // payload length: a TCP header without options
+		}
+		e = append(e,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, n}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{tcpACK}},
+		)
+	}
 	if ru.synOnly || ru.synAck {
 		want := byte(tcpSYN)
 		if ru.synAck {
@@ -261,6 +273,9 @@ func (r *Ruleset) exprs(ru rule, sets map[string]*nftables.Set, kind QueueKind) 
 		e = append(e, &expr.Dynset{SrcRegKey: 1, SetName: ru.addSet, SetID: sets[ru.addSet].ID, Operation: uint32(unix.NFT_DYNSET_OP_ADD)})
 	}
 	e = append(e, &expr.Counter{})
+	if ru.drop {
+		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
+	}
 	if ru.queue {
 		e = append(e, r.queueExpr(kind))
 	}

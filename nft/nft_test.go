@@ -230,8 +230,19 @@ func TestInstallXTInfo(t *testing.T) {
 		if want := len(r.preroutingRules()) + len(r.backendRules()); len(rules) != want {
 			t.Fatalf("%d rules installed, want %d", len(rules), want)
 		}
+		drops, wantDrops := 0, 0
+		for _, ru := range r.preroutingRules() {
+			if ru.drop {
+				wantDrops++
+			}
+		}
 		for _, ru := range rules {
 			switch q := ru.Exprs[len(ru.Exprs)-1].(type) {
+			case *expr.Verdict:
+				if q.Kind != expr.VerdictDrop {
+					t.Fatalf("verdict %+v, want drop", q)
+				}
+				drops++
 			case *expr.Target:
 				info, _ := q.Info.(*xt.Unknown)
 				if kind != QueueXT || q.Name != "NFQUEUE" || q.Rev != 3 || info == nil || len(*info) != 8 ||
@@ -246,6 +257,9 @@ func TestInstallXTInfo(t *testing.T) {
 			default:
 				t.Fatalf("last expression is %T, want a queue verdict", q)
 			}
+		}
+		if drops != wantDrops || drops == 0 {
+			t.Errorf("%d drop rules installed, want %d (the quiet listens' pure ACKs)", drops, wantDrops)
 		}
 	}
 }

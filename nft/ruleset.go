@@ -75,6 +75,12 @@ type Ruleset struct {
 	// falg removes it sooner.
 	PendingTimeout time.Duration
 	Listens        []Listen
+	// QuietListens are the TCP listens of quiet services
+	// (config.Service.Quiet): the pure ACKs of their pending flows, the
+	// handshake's last one above all, are dropped by the kernel instead of
+	// being queued, as falg would drop them anyway. A packet the rule
+	// cannot see to be a pure ACK (IP or TCP options) is queued as before.
+	QuietListens []Listen
 	// Backends are the fixed TCP backends of all services: their SYN-ACKs
 	// are queued.
 	Backends []netip.AddrPort
@@ -115,6 +121,9 @@ func New(c *config.Config) *Ruleset {
 			if s.Protocol.TCP() {
 				r.Listens = append(r.Listens, Listen{TCP, l.Addr, l.Port})
 			}
+			if s.Quiet() {
+				r.QuietListens = append(r.QuietListens, Listen{TCP, l.Addr, l.Port})
+			}
 			switch s.Protocol {
 			case config.DNS:
 				r.Listens = append(r.Listens, Listen{UDP, l.Addr, l.Port})
@@ -153,6 +162,8 @@ type rule struct {
 	invalid  bool       // ct state invalid: conntrack has no entry for it
 	addSet   string     // add the 4-tuple to this pending set
 	inSet    string     // match the 4-tuple against this pending set
+	pureAck  bool       // ip length 40 / ip6 length 20, tcp flags == ack
+	drop     bool       // verdict drop
 	srcInSet string     // match saddr . sport against this backend set
 	queue    bool
 	notrack  uint32 // meta mark & notrack == notrack notrack
@@ -181,11 +192,7 @@ func pendingSet(family byte) string {
 func (r *Ruleset) preroutingRules() []rule {
 	var rules []rule
 	for _, l := range r.Listens {
-		families := []byte{nfproto4, nfproto6}
-		if l.Addr.IsValid() {
-			families = []byte{familyOf(l.Addr)}
-		}
-		for _, f := range families {
+		for _, f := range families(l.Addr) {
 			ru := rule{family: f, proto: l.Proto, daddr: l.Addr, dport: l.Port, queue: true}
 			if l.Proto == TCP {
 				ru.synOnly = true
@@ -194,10 +201,25 @@ func (r *Ruleset) preroutingRules() []rule {
 			rules = append(rules, ru)
 		}
 	}
+	for _, l := range r.QuietListens {
+		for _, f := range families(l.Addr) {
+			rules = append(rules, rule{family: f, proto: TCP, daddr: l.Addr, dport: l.Port,
+				inSet: pendingSet(f), pureAck: true, drop: true})
+		}
+	}
 	for _, f := range []byte{nfproto4, nfproto6} {
 		rules = append(rules, rule{family: f, proto: TCP, inSet: pendingSet(f), queue: true})
 	}
 	return rules
+}
+
+// families are the families of rules for a listen on addr: its own, or
+// both for any address.
+func families(addr netip.Addr) []byte {
+	if addr.IsValid() {
+		return []byte{familyOf(addr)}
+	}
+	return []byte{nfproto4, nfproto6}
 }
 
 // backendRules catch the backends' answers to falg's SYNs: a SYN-ACK, or a
@@ -325,7 +347,7 @@ func (r *Ruleset) text(ru rule) string {
 	switch {
 	case ru.daddr.IsValid():
 		parts = append(parts, fmt.Sprintf("%s daddr %s", ip, ru.daddr))
-	case ru.dport != 0:
+	case ru.dport != 0 && ru.inSet == "": // a set of addresses says the family itself
 		parts = append(parts, "meta nfproto "+map[byte]string{nfproto4: "ipv4", nfproto6: "ipv6"}[ru.family])
 	}
 	if ru.inSet != "" {
@@ -336,6 +358,14 @@ func (r *Ruleset) text(ru rule) string {
 	}
 	if ru.dport != 0 {
 		parts = append(parts, fmt.Sprintf("%s dport %d", ru.proto, ru.dport))
+	}
+	if ru.pureAck {
+		if ru.family == nfproto6 {
+			parts = append(parts, "ip6 length 20")
+		} else {
+			parts = append(parts, "ip length 40")
+		}
+		parts = append(parts, "tcp flags == ack")
 	}
 	if ru.synOnly {
 		parts = append(parts, "tcp flags syn / fin,syn,rst,ack")
@@ -350,6 +380,9 @@ func (r *Ruleset) text(ru rule) string {
 		parts = append(parts, fmt.Sprintf("add @%s { %s }", ru.addSet, tuple))
 	}
 	parts = append(parts, "counter")
+	if ru.drop {
+		parts = append(parts, "drop")
+	}
 	if ru.queue {
 		q := fmt.Sprintf("queue num %d", r.QueueNum)
 		if r.QueueTotal > 1 {
