@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"falg/nlsock"
 )
 
 // Verdicts a Handler gives.
@@ -90,7 +92,7 @@ type Config struct {
 // (pollInterval) lets it see that the queue is being closed.
 type Queue struct {
 	Num   uint16
-	fd    int
+	sock  *nlsock.Conn
 	stats *Stats
 	log   *slog.Logger
 
@@ -159,11 +161,7 @@ func (q *Queue) flushLocked() {
 		q.out = q.out[:0]
 		return
 	}
-	_, err := unix.Write(q.fd, q.out)
-	for err == unix.EINTR {
-		_, err = unix.Write(q.fd, q.out)
-	}
-	if err != nil {
+	if err := q.sock.Write(q.out); err != nil {
 		n := uint64(len(q.out) / verdictMsgLen) // about: marked verdicts are longer
 		q.stats.Errors.Add(max(n, 1))
 		q.log.Warn("nfq: send verdicts", "queue", q.Num, "bytes", len(q.out), "err", err)
@@ -186,7 +184,7 @@ func Run(ctx context.Context, c Config) error {
 		}
 		wg.Wait() // at most pollInterval
 		for _, q := range queues {
-			unix.Close(q.fd)
+			q.sock.Close()
 		}
 	}()
 	for i := range c.Count {
@@ -219,13 +217,13 @@ const readBuffer = 16 << 20
 // packets, hold up to 16384 of them, and (with FailOpen) let the kernel
 // accept packets when the queue is full.
 func open(c Config, num uint16) (*Queue, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	sock, err := nlsock.Dial(pollInterval)
 	if err != nil {
 		return nil, fmt.Errorf("nfq: open queue %d: %w", num, err)
 	}
-	q := &Queue{Num: num, fd: fd, stats: c.Stats, log: c.Log}
+	q := &Queue{Num: num, sock: sock, stats: c.Stats, log: c.Log}
 	if err := q.setup(c); err != nil {
-		unix.Close(fd)
+		sock.Close()
 		return nil, fmt.Errorf("nfq: queue %d: %w", num, err)
 	}
 	q.bufs = make([][]byte, batchSize)
@@ -241,22 +239,15 @@ func open(c Config, num uint16) (*Queue, error) {
 	return q, nil
 }
 
-// setup binds the socket, sets its buffer and timeout, and configures the
-// queue, each step acknowledged by the kernel.
+// setup sets the socket's buffer and configures the queue, each step
+// acknowledged by the kernel.
 func (q *Queue) setup(c Config) error {
-	if err := unix.Bind(q.fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("bind socket: %w", err)
-	}
-	tv := unix.NsecToTimeval(pollInterval.Nanoseconds())
-	if err := unix.SetsockoptTimeval(q.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fmt.Errorf("set receive timeout: %w", err)
-	}
 	// A packet whose message does not fit the socket buffer is lost to
 	// falg, and a lost data segment stalls its flow until the client's
 	// retransmission timer: make the buffer large, past net.core.rmem_max,
 	// which root may do. ENOBUFS still reports each overrun; it is counted
 	// and reading goes on.
-	if err := unix.SetsockoptInt(q.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer); err != nil {
+	if err := unix.SetsockoptInt(q.sock.Fd(), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, readBuffer); err != nil {
 		c.Log.Warn("nfq: queue socket buffer not enlarged", "queue", q.Num, "err", err)
 	}
 	var flags uint32
@@ -277,47 +268,14 @@ func (q *Queue) setup(c Config) error {
 	buf := make([]byte, 4096)
 	for i, s := range steps {
 		seq := uint32(i + 1)
-		if _, err := unix.Write(q.fd, appendConfig(nil, seq, s.body)); err != nil {
+		if err := q.sock.Write(appendConfig(nil, seq, s.body)); err != nil {
 			return fmt.Errorf("%s: %w", s.what, err)
 		}
-		if err := readAck(q.fd, buf, seq); err != nil {
+		if err := q.sock.Acks(buf, seq, seq); err != nil {
 			return fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
 	return nil
-}
-
-// readAck reads the kernel's answer to the request with sequence number
-// seq and returns the error it reports, if any.
-func readAck(fd int, buf []byte, seq uint32) error {
-	for {
-		n, err := unix.Read(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		b := buf[:n]
-		for len(b) > 0 {
-			m, rest, err := nextMessage(b)
-			if err != nil {
-				return err
-			}
-			b = rest
-			if m.typ != unix.NLMSG_ERROR || m.seq != seq {
-				continue // a queued packet cannot arrive before the bind
-			}
-			errno, _, err := parseError(m.body)
-			if err != nil {
-				return err
-			}
-			if errno != 0 {
-				return errno
-			}
-			return nil
-		}
-	}
 }
 
 // stop makes the reader return within pollInterval and drops the verdicts
@@ -370,7 +328,7 @@ func (q *Queue) read(h Handler) error {
 // receive waits up to pollInterval for queued packets and takes as many
 // as are there, up to batchSize, in one recvmmsg(2).
 func (q *Queue) receive() (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(q.fd), uintptr(unsafe.Pointer(&q.msgs[0])),
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(q.sock.Fd()), uintptr(unsafe.Pointer(&q.msgs[0])),
 		uintptr(len(q.msgs)), unix.MSG_WAITFORONE, 0, 0)
 	if errno != 0 {
 		return 0, errno

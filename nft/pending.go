@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"falg/nlsock"
 )
 
 // Tuple is a TCP flow's addresses as one packet carries them: from Src to Dst.
@@ -26,48 +29,34 @@ func (t Tuple) Key() []byte {
 }
 
 // Pending adds and deletes elements of the pending sets, each call one
-// nf_tables transaction. It writes the netlink batch itself on a blocking
-// socket of its own, outside Go's poller: a flow's hand-over deletes its
-// tuple, and google/nftables' Flush, through a poller-registered socket,
-// cost falg a thread wake-up per transaction and allocations per element.
+// nf_tables transaction. It writes the netlink batch itself on a socket of
+// its own (falg/nlsock): a flow's hand-over deletes its tuple, and
+// google/nftables' Flush, through a poller-registered socket, cost falg a
+// thread wake-up per transaction and allocations per element.
 // A Pending is safe for concurrent use.
 type Pending struct {
-	mu  sync.Mutex
-	fd  int
-	seq uint32
-	out []byte
-	buf []byte
+	mu   sync.Mutex
+	sock *nlsock.Conn
+	seq  uint32
+	out  []byte
+	buf  []byte
 }
 
 // OpenPending opens a Pending on a socket in the calling thread's network
 // namespace.
 func OpenPending() (*Pending, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	c, err := nlsock.Dial(5 * time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("nft: pending socket: %w", err)
+		return nil, fmt.Errorf("nft: pending sets: %w", err)
 	}
-	tv := unix.NsecToTimeval(5e9)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("nft: pending socket: bind: %w", err)
-	}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("nft: pending socket: receive timeout: %w", err)
-	}
-	return &Pending{fd: fd, buf: make([]byte, 8192)}, nil
+	return &Pending{sock: c, buf: make([]byte, 8192)}, nil
 }
 
 // Close closes the socket.
 func (p *Pending) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.fd < 0 {
-		return nil
-	}
-	fd := p.fd
-	p.fd = -1
-	return unix.Close(fd)
+	return p.sock.Close()
 }
 
 // Add adds flows to the pending sets, so that their packets are queued to
@@ -118,7 +107,6 @@ const (
 	attrDataValue  = 1 // NFTA_DATA_VALUE
 	nlaNested      = unix.NLA_F_NESTED
 	nfprotoINet    = 1 // NFPROTO_INET
-	nlHeaderLen    = unix.SizeofNlMsghdr
 	attrHeaderLen  = 4
 	nftablesSubsys = unix.NFNL_SUBSYS_NFTABLES
 )
@@ -130,7 +118,7 @@ func (p *Pending) commit(msg uint16, flags uint16, ts []Tuple) error {
 	if len(ts) == 0 {
 		return nil
 	}
-	if p.fd < 0 {
+	if p.sock.Fd() < 0 {
 		return errors.New("closed")
 	}
 	p.out = p.out[:0]
@@ -174,48 +162,10 @@ func (p *Pending) commit(msg uint16, flags uint16, ts []Tuple) error {
 	end := len(p.out)
 	p.out = p.appendMsg(p.out, nfnlBatchEnd, unix.NLM_F_REQUEST, unix.AF_UNSPEC, nftablesSubsys)
 	p.out = endMsg(p.out, end)
-	if _, err := unix.Write(p.fd, p.out); err != nil {
+	if err := p.sock.Write(p.out); err != nil {
 		return err
 	}
-	return p.readAcks(first, acks)
-}
-
-// readAcks reads answers until each message in acks has been acknowledged
-// or one reports an error, which it returns (the kernel aborts the whole
-// transaction then, and answers nothing more).
-func (p *Pending) readAcks(first uint32, acks []uint32) error {
-	for len(acks) > 0 {
-		n, err := unix.Read(p.fd, p.buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read answer: %w", err)
-		}
-		for b := p.buf[:n]; len(b) >= nlHeaderLen; {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < nlHeaderLen || l > len(b) {
-				return fmt.Errorf("malformed netlink answer: length %d of %d", l, len(b))
-			}
-			typ := binary.NativeEndian.Uint16(b[4:6])
-			seq := binary.NativeEndian.Uint32(b[8:12])
-			body := b[nlHeaderLen:l]
-			b = b[min((l+3)&^3, len(b)):]
-			if typ != unix.NLMSG_ERROR || seq-first >= 1<<31 || len(body) < 4 {
-				continue // not an answer to this transaction
-			}
-			if errno := -int32(binary.NativeEndian.Uint32(body)); errno != 0 {
-				return unix.Errno(errno)
-			}
-			for i, a := range acks {
-				if a == seq {
-					acks = append(acks[:i], acks[i+1:]...)
-					break
-				}
-			}
-		}
-	}
-	return nil
+	return p.sock.Acks(p.buf, first, acks...)
 }
 
 // appendMsg appends a netlink header with length to be filled by endMsg,

@@ -19,14 +19,14 @@ const RequestTimeout = 5 * time.Second
 // serialized, so give each busy worker its own Conn.
 type Conn struct {
 	mu   sync.Mutex
-	sock *blockingSock
+	sock *sock
 	enc  encoder
 	seq  uint32
 }
 
 // Dial opens a ctnetlink socket in the current thread's network namespace.
 func Dial() (*Conn, error) {
-	s, err := dialBlocking(RequestTimeout)
+	s, err := dial(RequestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("seqnat: dial: %w", err)
 	}
@@ -37,7 +37,7 @@ func Dial() (*Conn, error) {
 func (c *Conn) Close() error {
 	c.mu.Lock() // no request may be reading the descriptor
 	defer c.mu.Unlock()
-	if err := c.sock.close(); err != nil {
+	if err := c.sock.Close(); err != nil {
 		return fmt.Errorf("seqnat: close: %w", err)
 	}
 	return nil

@@ -23,7 +23,7 @@
 // codec), because it needs attributes (CTA_NAT_DST, CTA_NAT_SRC, seqadj with
 // zero offsets) that higher-level conntrack libraries do not send. It reads
 // replies itself, on blocking sockets outside Go's poller (see
-// blockingSock): the kernel flags the answer to a single GET as multi-part
+// falg/nlsock): the kernel flags the answer to a single GET as multi-part
 // and sends no DONE after it, so a GET ends on its one answer, other
 // requests ask for an acknowledgement and end on it, and every read has a
 // timeout.

@@ -62,7 +62,7 @@ const eventBufSize = 4 << 20
 // epoll_wait that would then wake it. Receive looks at its context every
 // eventPoll.
 type Events struct {
-	sock *blockingSock
+	sock *sock
 }
 
 // eventPoll is how long Receive waits in the kernel before it looks
@@ -78,16 +78,16 @@ func Listen(groups ...Group) (*Events, error) {
 	if len(groups) == 0 {
 		return nil, errors.New("seqnat: listen: no groups")
 	}
-	s, err := dialBlocking(eventPoll)
+	s, err := dial(eventPoll)
 	if err != nil {
 		return nil, fmt.Errorf("seqnat: listen: %w", err)
 	}
 	// Best effort: a larger buffer makes ENOBUFS rarer; the kernel caps it
 	// at net.core.rmem_max.
-	_ = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, eventBufSize)
+	_ = unix.SetsockoptInt(s.Fd(), unix.SOL_SOCKET, unix.SO_RCVBUF, eventBufSize)
 	for _, g := range groups {
-		if err := unix.SetsockoptInt(s.fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(g)); err != nil {
-			s.close()
+		if err := unix.SetsockoptInt(s.Fd(), unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(g)); err != nil {
+			s.Close()
 			return nil, fmt.Errorf("seqnat: listen: join group %d: %w", g, err)
 		}
 	}
@@ -96,7 +96,7 @@ func Listen(groups ...Group) (*Events, error) {
 
 // Close ends the subscription.
 func (ev *Events) Close() error {
-	if err := ev.sock.close(); err != nil {
+	if err := ev.sock.Close(); err != nil {
 		return fmt.Errorf("seqnat: events: close: %w", err)
 	}
 	return nil
