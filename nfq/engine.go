@@ -413,13 +413,15 @@ func (e *Engine) housekeep() {
 	dels, release := c.dels, c.release
 	c.dels, c.release = c.spareDels[:0], c.spareRelease[:0]
 	var gone []lingering
-	if now := time.Now(); len(c.gone) > 0 && !now.Before(c.gone[0].at) {
-		n := 0
+	if len(c.gone) > 0 {
+		now, n := time.Now(), 0
 		for n < len(c.gone) && !now.Before(c.gone[n].at) {
 			n++
 		}
-		gone = append(gone, c.gone[:n]...)
-		c.gone = append(c.gone[:0], c.gone[n:]...)
+		if n > 0 {
+			gone = c.gone[:n:n]
+			c.gone = c.gone[n:] // append reallocates when the room behind runs out
+		}
 	}
 	c.mu.Unlock()
 	if len(dels) > 0 {
@@ -437,4 +439,5 @@ func (e *Engine) housekeep() {
 			e.flows.del(g.bt, g.f)
 		}
 	}
+	clear(gone) // the array behind c.gone keeps them until append moves it
 }
