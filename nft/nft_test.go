@@ -297,3 +297,40 @@ func TestUpdateKeepsPending(t *testing.T) {
 		t.Errorf("after update:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestPendingMany adds and deletes more flows than one transaction takes
+// (maxPerCommit), of both families, as a burst of aborted flows does.
+func TestPendingMany(t *testing.T) {
+	c, run, ns := netnsFile(t)
+	p := openPending(t, ns)
+	kind, err := DetectQueue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := example(t).Install(c, kind); err != nil {
+		t.Fatal(err)
+	}
+	var ts []Tuple
+	for i := range 3 * maxPerCommit {
+		port := uint16(10000 + i)
+		ts = append(ts,
+			Tuple{netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), port), netip.MustParseAddrPort("10.0.0.1:443")},
+			Tuple{netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), port), netip.MustParseAddrPort("[fd00::1]:443")})
+	}
+	count := func() int {
+		l := run("nft", "list", "set", "inet", Table, SetPending4) + run("nft", "list", "set", "inet", Table, SetPending6)
+		return strings.Count(l, ". 443")
+	}
+	if err := p.Add(ts...); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != len(ts) {
+		t.Fatalf("%d elements after adding %d", n, len(ts))
+	}
+	if err := p.Delete(ts...); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d elements left after deleting all", n)
+	}
+}

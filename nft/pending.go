@@ -59,24 +59,44 @@ func (p *Pending) Close() error {
 	return p.sock.Close()
 }
 
+// maxPerCommit bounds the flows of one transaction: an element list is a
+// nested attribute with a 16-bit length (about 1,200 IPv6 elements), and
+// the whole batch must fit the socket's send buffer.
+const maxPerCommit = 512
+
 // Add adds flows to the pending sets, so that their packets are queued to
-// falg, in one transaction.
+// falg, in transactions of at most maxPerCommit flows.
 func (p *Pending) Add(ts ...Tuple) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.commit(msgNewSetElem, unix.NLM_F_CREATE, ts); err != nil {
-		return fmt.Errorf("nft: add %d pending flows: %w", len(ts), err)
+	for len(ts) > 0 {
+		n := min(len(ts), maxPerCommit)
+		if err := p.commit(msgNewSetElem, unix.NLM_F_CREATE, ts[:n]); err != nil {
+			return fmt.Errorf("nft: add %d pending flows: %w", n, err)
+		}
+		ts = ts[n:]
 	}
 	return nil
 }
 
-// Delete removes flows from the pending sets in one transaction. A flow no
-// longer in the set is not an error: it may have timed out. (One missing
-// element fails the whole transaction, which is then done again one flow
-// at a time.)
+// Delete removes flows from the pending sets in transactions of at most
+// maxPerCommit flows. A flow no longer in the set is not an error: it may
+// have timed out. (One missing element fails its whole transaction, which
+// is then done again one flow at a time.)
 func (p *Pending) Delete(ts ...Tuple) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for len(ts) > 0 {
+		n := min(len(ts), maxPerCommit)
+		if err := p.delete(ts[:n]); err != nil {
+			return err
+		}
+		ts = ts[n:]
+	}
+	return nil
+}
+
+func (p *Pending) delete(ts []Tuple) error {
 	err := p.commit(msgDelSetElem, 0, ts)
 	if !errors.Is(err, unix.ENOENT) {
 		if err != nil {
