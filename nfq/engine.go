@@ -355,12 +355,13 @@ func (e *Engine) Packet(q *Queue, p *Packet) {
 	q.Verdict(p.ID, Accept)
 }
 
-// chores is what finished flows leave for the engine to do: tuples to
-// delete from the pending sets, and flows to drop from the table once they
-// have lingered. The queue readers do them after each batch of packets
-// (BatchEnd), on their own threads and many flows per nft transaction; a
-// ticker does them when no packet comes. A goroutine woken per flow, as
-// before, cost a thread wake-up and a context switch per connection.
+// chores is what hand-overs and finished flows leave for the engine to
+// do: tuples to delete from the pending sets, held packets to let through
+// once those deletes are committed, and flows to drop from the table once
+// they have lingered. The queue readers do them after each batch of
+// packets (BatchEnd), on their own threads and many flows per nft
+// transaction; a ticker does them when no packet comes. (A goroutine woken
+// per flow cost a thread wake-up and a context switch per connection.)
 type chores struct {
 	busy    sync.Mutex // one housekeep at a time: it owns the spares
 	mu      sync.Mutex
