@@ -174,16 +174,25 @@ func openPending(t *testing.T, ns *os.File) *Pending {
 	return p
 }
 
-func TestPendingSets(t *testing.T) {
+// installedPending installs the example ruleset in a fresh namespace and
+// opens a Pending there.
+func installedPending(t *testing.T) (*nftables.Conn, func(args ...string) string, *Pending, *Ruleset, QueueKind) {
+	t.Helper()
 	c, run, ns := netnsFile(t)
 	p := openPending(t, ns)
 	kind, err := DetectQueue(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := example(t).Install(c, kind); err != nil {
+	r := example(t)
+	if err := r.Install(c, kind); err != nil {
 		t.Fatal(err)
 	}
+	return c, run, p, r, kind
+}
+
+func TestPendingSets(t *testing.T) {
+	_, run, p, _, _ := installedPending(t)
 	t4 := Tuple{netip.MustParseAddrPort("10.0.1.2:443"), netip.MustParseAddrPort("10.0.0.2:40000")}
 	t6 := Tuple{netip.MustParseAddrPort("[fd00:1::2]:443"), netip.MustParseAddrPort("[fd00::2]:40000")}
 	if err := p.Add(t4, t6); err != nil {
@@ -267,16 +276,7 @@ func TestInstallXTInfo(t *testing.T) {
 // TestUpdateKeepsPending: an update changes listens and backends in place
 // and leaves the pending sets' elements alone.
 func TestUpdateKeepsPending(t *testing.T) {
-	c, run, ns := netnsFile(t)
-	p := openPending(t, ns)
-	kind, err := DetectQueue(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := example(t)
-	if err := r.Install(c, kind); err != nil {
-		t.Fatal(err)
-	}
+	c, run, p, r, kind := installedPending(t)
 	pending := Tuple{netip.MustParseAddrPort("10.0.0.2:40000"), netip.MustParseAddrPort("10.0.0.1:443")}
 	if err := p.Add(pending); err != nil {
 		t.Fatal(err)
@@ -301,15 +301,7 @@ func TestUpdateKeepsPending(t *testing.T) {
 // TestPendingMany adds and deletes more flows than one transaction takes
 // (maxPerCommit), of both families, as a burst of aborted flows does.
 func TestPendingMany(t *testing.T) {
-	c, run, ns := netnsFile(t)
-	p := openPending(t, ns)
-	kind, err := DetectQueue(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := example(t).Install(c, kind); err != nil {
-		t.Fatal(err)
-	}
+	_, run, p, _, _ := installedPending(t)
 	var ts []Tuple
 	for i := range 3 * maxPerCommit {
 		port := uint16(10000 + i)
