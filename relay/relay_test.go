@@ -299,16 +299,18 @@ func TestRelayInterceptor(t *testing.T) {
 	}
 }
 
-// TestRelayHalfCloseAndReset: a client that half-closes still gets the
-// backend's bytes; a client reset resets the backend.
-func TestRelayHalfCloseAndReset(t *testing.T) {
+// plainRelay returns two free ports, a backend listener on 127.0.0.2 at
+// the second, and a config relaying 127.0.0.1 at the first to it
+// (protocol none, source router). The listener closes with the test.
+func plainRelay(t *testing.T) ([]any, net.Listener, *config.Config) {
+	t.Helper()
 	p := ports(t, 2)
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.2:%d", p[1]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	c, _ := config.LoadBytes([]byte(fmt.Sprintf(`
+	t.Cleanup(func() { ln.Close() })
+	c, err := config.LoadBytes([]byte(fmt.Sprintf(`
 services:
   - name: plain
     listen: ["127.0.0.1:%d"]
@@ -317,6 +319,16 @@ services:
     source: router
     default: ["127.0.0.2:%d"]
 `, p...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, ln, c
+}
+
+// TestRelayHalfCloseAndReset: a client that half-closes still gets the
+// backend's bytes; a client reset resets the backend.
+func TestRelayHalfCloseAndReset(t *testing.T) {
+	p, ln, c := plainRelay(t)
 	s, err := New(c, Options{Drain: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -383,21 +395,7 @@ services:
 }
 
 func TestRelayIdleAndDrain(t *testing.T) {
-	p := ports(t, 2)
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.2:%d", p[1]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, _ := config.LoadBytes([]byte(fmt.Sprintf(`
-services:
-  - name: plain
-    listen: ["127.0.0.1:%d"]
-    protocol: none
-    dataplane: relay
-    source: router
-    default: ["127.0.0.2:%d"]
-`, p...)))
+	p, ln, c := plainRelay(t)
 	s, err := New(c, Options{Idle: 400 * time.Millisecond, Drain: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
