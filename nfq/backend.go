@@ -144,7 +144,8 @@ func (f *flow) connect(backend netip.AddrPort) error {
 func (f *flow) sendSyn() {
 	f.send(&out{
 		src: f.bsrc, dst: f.backend, seq: f.bISN, flags: flagSYN, window: f.cWin,
-		opts: tcpOptions{mss: f.cOpts.mss, wscale: f.cOpts.wscale, sackPerm: f.cOpts.sackPerm},
+		opts: tcpOptions{mss: f.cOpts.mss, wscale: f.cOpts.wscale, sackPerm: f.cOpts.sackPerm,
+			ts: f.cOpts.ts, tsVal: f.cTSval},
 	})
 }
 

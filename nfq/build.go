@@ -1,6 +1,7 @@
 package nfq
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -15,7 +16,7 @@ type out struct {
 	seq, ack uint32
 	flags    uint8
 	window   uint16
-	opts     tcpOptions // SYN options; wscale -1 and mss 0 leave them out
+	opts     tcpOptions // wscale -1, mss 0 and ts false leave them out
 	payload  []byte
 }
 
@@ -26,7 +27,8 @@ type builder struct {
 	ip4  layers.IPv4
 	ip6  layers.IPv6
 	tcp  layers.TCP
-	opts [4]layers.TCPOption
+	opts [8]layers.TCPOption
+	ts   [8]byte
 }
 
 var builders = sync.Pool{New: func() any { return &builder{buf: gopacket.NewSerializeBuffer()} }}
@@ -63,8 +65,22 @@ func (b *builder) build(o *out) ([]byte, error) {
 		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindMSS, OptionLength: 4,
 			OptionData: []byte{byte(o.opts.mss >> 8), byte(o.opts.mss)}})
 	}
-	if o.opts.sackPerm {
+	// Laid out as Linux does, each option at its natural alignment.
+	switch {
+	case o.opts.sackPerm && o.opts.ts:
 		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2})
+	case o.opts.sackPerm:
+		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindNop, OptionLength: 1},
+			layers.TCPOption{OptionType: layers.TCPOptionKindNop, OptionLength: 1},
+			layers.TCPOption{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2})
+	case o.opts.ts:
+		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindNop, OptionLength: 1},
+			layers.TCPOption{OptionType: layers.TCPOptionKindNop, OptionLength: 1})
+	}
+	if o.opts.ts {
+		binary.BigEndian.PutUint32(b.ts[:4], o.opts.tsVal)
+		binary.BigEndian.PutUint32(b.ts[4:], o.opts.tsEcr)
+		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: b.ts[:]})
 	}
 	if o.opts.wscale >= 0 {
 		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindNop, OptionLength: 1},

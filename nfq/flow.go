@@ -59,6 +59,7 @@ type flow struct {
 	proxyLen          int  // bytes of the upstream's PROXY header
 	cISN, rISN        uint32
 	cOpts             tcpOptions
+	cTSval            uint32 // the client's latest timestamp, if cOpts.ts
 	cWin              uint16 // the client's last window field
 	wsToClient        int8
 
@@ -82,7 +83,9 @@ type flow struct {
 	// are what falg's segments to it carry.
 	bConfirm []byte
 	bAck     uint32
-	bMSS     int
+	bMSS     int    // payload per segment: the backend's MSS less the timestamps option
+	bTS      bool   // timestamps in use toward the backend
+	bTSval   uint32 // the backend's timestamp of its SYN-ACK
 	// interim is a negotiation reply (SOCKS5) sent before the decision
 	// that the client has not acknowledged, at interimSeq.
 	interim                []byte
@@ -157,6 +160,7 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 		cISN:        s.seq,
 		rISN:        randUint32(),
 		cOpts:       s.opts,
+		cTSval:      s.opts.tsVal,
 		cWin:        s.window,
 		parser:      parser,
 	}
@@ -193,7 +197,7 @@ func (f *flow) collectTimer() {
 		return
 	}
 	f.send(&out{src: f.asked, dst: f.client, seq: f.interimSeq, ack: f.interimAck,
-		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: f.interim})
+		flags: flagACK | flagPSH, window: f.clientWindow(), opts: f.clientOpts(), payload: f.interim})
 	f.arm(min(replyBackoff[min(f.resends, len(replyBackoff)-1)], left), f.collectTimer)
 	f.resends++
 }
@@ -213,8 +217,26 @@ func (f *flow) sendSynAck() {
 	f.send(&out{
 		src: f.asked, dst: f.client, seq: f.rISN, ack: f.cISN + 1,
 		flags: flagSYN | flagACK, window: protocol.MaxFirstBytes,
-		opts: tcpOptions{mss: mss, wscale: f.wsToClient, sackPerm: f.cOpts.sackPerm},
+		opts: tcpOptions{mss: mss, wscale: f.wsToClient, sackPerm: f.cOpts.sackPerm,
+			ts: f.cOpts.ts, tsEcr: f.cTSval},
 	})
+}
+
+// clientOpts are the options of falg's segments to the client after the
+// SYN-ACK. With timestamps, falg's TSval is 0, in the SYN-ACK too: the
+// client then holds 0 as its most recent timestamp, which RFC 7323
+// receivers (Linux, the BSDs) take as none at all, so the backend's first
+// segment sets it, whatever the backend's clock reads. Any other value
+// could be ahead of the backend's clock, and the client would drop the
+// backend's segments as old (PAWS).
+func (f *flow) clientOpts() tcpOptions {
+	return tcpOptions{wscale: -1, ts: f.cOpts.ts, tsEcr: f.cTSval}
+}
+
+// backendOpts are the options of falg's segments to the backend after its
+// SYN: the client's latest timestamp, and the echo of the backend's.
+func (f *flow) backendOpts() tcpOptions {
+	return tcpOptions{wscale: -1, ts: f.bTS, tsVal: f.cTSval, tsEcr: f.bTSval}
 }
 
 // clientWindow is the window field falg sends the client after the SYN-ACK:
@@ -306,6 +328,9 @@ func (f *flow) packet(q *Queue, p *Packet, s *segment) {
 }
 
 func (f *flow) clientPacket(q *Queue, p *Packet, s *segment) {
+	if s.opts.ts && !seqLess(s.opts.tsVal, f.cTSval) {
+		f.cTSval = s.opts.tsVal
+	}
 	if s.flags&flagSYN == 0 {
 		f.cWin = s.window // scaled by the client's shift, as the backend will read it
 		if f.interim != nil && s.flags&flagACK != 0 && !seqLess(s.ack, f.interimSeq+uint32(len(f.interim))) {
@@ -456,7 +481,7 @@ func (f *flow) feed() {
 func (f *flow) replyNow(b []byte, acked uint32) {
 	seq, ack := f.rISN+1+f.sentClient, f.cISN+1+acked
 	f.send(&out{src: f.asked, dst: f.client, seq: seq, ack: ack,
-		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: b})
+		flags: flagACK | flagPSH, window: f.clientWindow(), opts: f.clientOpts(), payload: b})
 	f.sentClient += uint32(len(b))
 	if f.state == collecting && !f.decided {
 		// Until the client acknowledges it, collectTimer resends it.
@@ -497,7 +522,7 @@ var replyBackoff = []time.Duration{200 * time.Millisecond, 400 * time.Millisecon
 
 func (f *flow) sendReply() {
 	f.send(&out{src: f.asked, dst: f.client, seq: f.confirmSeq, ack: f.cISN + 1 + uint32(f.consume),
-		flags: flagACK | flagPSH, window: f.clientWindow(), opts: tcpOptions{wscale: -1}, payload: f.confirm})
+		flags: flagACK | flagPSH, window: f.clientWindow(), opts: f.clientOpts(), payload: f.confirm})
 }
 
 // silent ends a flow whose client sent nothing routable in time.
@@ -534,7 +559,7 @@ func (f *flow) reset() {
 // finish sends the client a FIN after a final error reply, and ends the flow.
 func (f *flow) finish() {
 	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
-		flags: flagFIN | flagACK, window: f.clientWindow(), opts: tcpOptions{wscale: -1}})
+		flags: flagFIN | flagACK, window: f.clientWindow(), opts: f.clientOpts()})
 	f.abort()
 }
 

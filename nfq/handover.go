@@ -86,9 +86,15 @@ func (f *flow) handover(synack *segment) {
 		toBackend = append(append([]byte(nil), f.header...), f.stream[f.consume:replayEnd]...)
 	}
 	f.bAck, f.bMSS = synack.seq+1, int(synack.opts.mss)
+	f.bTS, f.bTSval = synack.opts.ts && f.cOpts.ts, synack.opts.tsVal
 	if f.bMSS == 0 {
 		f.bMSS = 536
 	}
+	if f.bTS {
+		f.bMSS -= 12
+	}
+	f.bMSS = max(f.bMSS, 48) // Linux's floor (tcp_min_snd_mss): a tiny MSS is the backend's bug, not a loop
+
 	if len(toBackend) > 0 {
 		f.bConfirm = toBackend
 		if !f.addedPend {
@@ -156,7 +162,7 @@ func (f *flow) sendToBackend(b []byte) {
 			flags |= flagPSH
 		}
 		f.send(&out{src: f.bsrc, dst: f.backend, seq: f.bISN + 1 + uint32(off), ack: f.bAck, flags: flags,
-			window: f.cWin, opts: tcpOptions{wscale: -1}, payload: b[off:end]})
+			window: f.cWin, opts: f.backendOpts(), payload: b[off:end]})
 		if end >= len(b) {
 			return
 		}

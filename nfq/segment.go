@@ -27,11 +27,15 @@ type segment struct {
 	payload  []byte
 }
 
-// tcpOptions are the options of a SYN falg cares about.
+// tcpOptions are the TCP options falg reads and writes: those of a SYN,
+// and the timestamps of any segment.
 type tcpOptions struct {
 	mss      uint16 // 0: none
 	wscale   int8   // -1: none
 	sackPerm bool
+	ts       bool // a timestamps option: tsVal, tsEcr
+	tsVal    uint32
+	tsEcr    uint32
 }
 
 var (
@@ -114,7 +118,7 @@ func parseTCP(b []byte, s *segment) error {
 	s.window = binary.BigEndian.Uint16(b[14:16])
 	s.payload = b[off:]
 	s.opts = tcpOptions{wscale: -1}
-	if s.flags&flagSYN != 0 {
+	if off > 20 {
 		parseOptions(b[20:off], &s.opts)
 	}
 	return nil
@@ -140,6 +144,8 @@ func parseOptions(o []byte, t *tcpOptions) {
 			t.wscale = int8(min(body[0], 14))
 		case kind == 4 && len(body) == 0:
 			t.sackPerm = true
+		case kind == 8 && len(body) == 8:
+			t.ts, t.tsVal, t.tsEcr = true, binary.BigEndian.Uint32(body), binary.BigEndian.Uint32(body[4:])
 		}
 		o = o[o[1]:]
 	}

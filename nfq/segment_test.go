@@ -15,6 +15,15 @@ func TestBuildParseRoundTrip(t *testing.T) {
 			seq: 1, ack: 2, flags: flagACK | flagPSH, window: 512, opts: tcpOptions{wscale: -1}, payload: []byte("GET / HTTP/1.1\r\n")},
 		{src: netip.MustParseAddrPort("10.0.0.1:443"), dst: netip.MustParseAddrPort("10.0.0.2:40000"),
 			seq: 9, flags: flagRST, opts: tcpOptions{wscale: -1}},
+		{src: netip.MustParseAddrPort("10.0.0.2:40000"), dst: netip.MustParseAddrPort("10.0.1.2:443"),
+			seq: 5, flags: flagSYN, window: 64240,
+			opts: tcpOptions{mss: 1460, wscale: 7, sackPerm: true, ts: true, tsVal: 0xdeadbeef}},
+		{src: netip.MustParseAddrPort("[fd00::1]:443"), dst: netip.MustParseAddrPort("[fd00::2]:40000"),
+			seq: 5, ack: 6, flags: flagSYN | flagACK, window: 16384,
+			opts: tcpOptions{mss: 1440, wscale: 2, ts: true, tsEcr: 77}},
+		{src: netip.MustParseAddrPort("10.0.0.1:443"), dst: netip.MustParseAddrPort("10.0.0.2:40000"),
+			seq: 1, ack: 2, flags: flagACK | flagPSH, window: 512,
+			opts: tcpOptions{wscale: -1, ts: true, tsVal: 1, tsEcr: 0xffffffff}, payload: []byte("HTTP/1.1 200 OK\r\n")},
 	} {
 		b := builders.Get().(*builder)
 		pkt, err := b.build(&o)
@@ -29,7 +38,7 @@ func TestBuildParseRoundTrip(t *testing.T) {
 			s.window != o.window || !bytes.Equal(s.payload, o.payload) {
 			t.Errorf("round trip: sent %+v, parsed %+v", o, s)
 		}
-		if o.flags&flagSYN != 0 && s.opts != o.opts {
+		if s.opts != o.opts {
 			t.Errorf("options: sent %+v, parsed %+v", o.opts, s.opts)
 		}
 		if !checksumOK(pkt) {

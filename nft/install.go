@@ -238,14 +238,27 @@ func (r *Ruleset) exprs(ru rule, sets map[string]*nftables.Set, kind QueueKind) 
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(ru.dport)},
 		)
 	}
-	if ru.pureAck {
-		off, n := uint32(2), byte(40) // total length: IPv4 and TCP headers without options
+	if ru.pureAck != 0 {
+		// The IP length is headers and nothing more: IPv4's total length
+		// (an IPv4 header without options, as a longer one would leave
+		// the TCP header less room), IPv6's payload length.
+		off, n := uint32(2), 20+ru.pureAck
 		if v6 {
-			off, n = 4, 20 // payload length: a TCP header without options
+			off, n = 4, ru.pureAck
 		}
 		e = append(e,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, n}},
+		)
+		if ru.pureAck != 20 {
+			// The data offset: a header this long, not a shorter one with data.
+			e = append(e,
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 12, Len: 1},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0xf0}, Xor: []byte{0}},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ru.pureAck / 4 << 4}},
+			)
+		}
+		e = append(e,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{tcpACK}},
 		)

@@ -162,7 +162,7 @@ type rule struct {
 	invalid  bool       // ct state invalid: conntrack has no entry for it
 	addSet   string     // add the 4-tuple to this pending set
 	inSet    string     // match the 4-tuple against this pending set
-	pureAck  bool       // ip length 40 / ip6 length 20, tcp flags == ack
+	pureAck  uint8      // a TCP header of this length and nothing after it, tcp flags == ack
 	drop     bool       // verdict drop
 	srcInSet string     // match saddr . sport against this backend set
 	queue    bool
@@ -203,8 +203,13 @@ func (r *Ruleset) preroutingRules() []rule {
 	}
 	for _, l := range r.QuietListens {
 		for _, f := range families(l.Addr) {
-			rules = append(rules, rule{family: f, proto: TCP, daddr: l.Addr, dport: l.Port,
-				inSet: pendingSet(f), pureAck: true, drop: true})
+			// A pure ACK without options, and one with timestamps (NOP,
+			// NOP, TS: 12 bytes), as clients send them once timestamps
+			// are on.
+			for _, hdr := range []uint8{20, 32} {
+				rules = append(rules, rule{family: f, proto: TCP, daddr: l.Addr, dport: l.Port,
+					inSet: pendingSet(f), pureAck: hdr, drop: true})
+			}
 		}
 	}
 	for _, f := range []byte{nfproto4, nfproto6} {
@@ -359,11 +364,14 @@ func (r *Ruleset) text(ru rule) string {
 	if ru.dport != 0 {
 		parts = append(parts, fmt.Sprintf("%s dport %d", ru.proto, ru.dport))
 	}
-	if ru.pureAck {
+	if ru.pureAck != 0 {
 		if ru.family == nfproto6 {
-			parts = append(parts, "ip6 length 20")
+			parts = append(parts, fmt.Sprintf("ip6 length %d", ru.pureAck))
 		} else {
-			parts = append(parts, "ip length 40")
+			parts = append(parts, fmt.Sprintf("ip length %d", 20+int(ru.pureAck)))
+		}
+		if ru.pureAck != 20 {
+			parts = append(parts, fmt.Sprintf("tcp doff %d", ru.pureAck/4))
 		}
 		parts = append(parts, "tcp flags == ack")
 	}

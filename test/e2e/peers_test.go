@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"falg/test/lab"
 )
 
@@ -51,11 +53,11 @@ func serve(t testing.TB, ns *lab.NS, port int, tlsOn bool) {
 		if tlsOn {
 			conn = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{serverCert()}})
 		}
-		backendConn(ns.Name, conn, c.RemoteAddr().String())
+		backendConn(ns.Name, conn, c.RemoteAddr().String(), timestamps(c))
 	}))
 }
 
-func backendConn(name string, c net.Conn, peer string) {
+func backendConn(name string, c net.Conn, peer string, ts bool) {
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	br := bufio.NewReader(c)
 	tp := textproto.NewReader(br)
@@ -70,7 +72,8 @@ func backendConn(name string, c net.Conn, peer string) {
 	if tc, ok := c.(*tls.Conn); ok {
 		sni = tc.ConnectionState().ServerName
 	}
-	head := fmt.Sprintf("X-Backend: %s\r\nX-Peer: %s\r\nX-SNI: %s\r\nX-Host: %s\r\n", name, peer, sni, h.Get("Host"))
+	head := fmt.Sprintf("X-Backend: %s\r\nX-Peer: %s\r\nX-SNI: %s\r\nX-Host: %s\r\nX-Timestamps: %t\r\n",
+		name, peer, sni, h.Get("Host"), ts)
 	nstr := h.Get("X-Bytes")
 	if nstr == "" {
 		body := fmt.Sprintf("backend=%s peer=%s\n", name, peer)
@@ -124,6 +127,27 @@ func stream(seed uint64) io.Reader {
 // result is what a client learned from one exchange.
 type result struct {
 	Backend, Peer, SNI, Host string
+	// ClientTS and BackendTS: the connection uses TCP timestamps, as the
+	// client's and the backend's kernels see it.
+	ClientTS, BackendTS bool
+}
+
+// tcpiOptTimestamps is TCPI_OPT_TIMESTAMPS of linux/tcp.h.
+const tcpiOptTimestamps = 1
+
+// timestamps reports whether c's kernel negotiated TCP timestamps.
+func timestamps(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	rc.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	return info != nil && info.Options&tcpiOptTimestamps != 0
 }
 
 // exchange connects from ns to addr (as host/SNI name), moves n bytes each
@@ -221,7 +245,8 @@ func exchangeWith(ctx context.Context, ns *lab.NS, addr, name string, o xopts) (
 	if err != nil {
 		return r, err
 	}
-	r = result{Backend: h.Get("X-Backend"), Peer: h.Get("X-Peer"), SNI: h.Get("X-SNI"), Host: h.Get("X-Host")}
+	r = result{Backend: h.Get("X-Backend"), Peer: h.Get("X-Peer"), SNI: h.Get("X-SNI"), Host: h.Get("X-Host"),
+		ClientTS: timestamps(c), BackendTS: h.Get("X-Timestamps") == "true"}
 	want := sha256.New()
 	io.CopyN(want, stream(seed+1), n)
 	got := sha256.New()

@@ -117,7 +117,7 @@ func servePROXY(t *testing.T, ns *lab.NS, port int) <-chan protocol.ProxyHeader 
 			}
 			if v == protocol.Decided {
 				headers <- h
-				backendConn(ns.Name, readerConn{c, br}, h.Src.String())
+				backendConn(ns.Name, readerConn{c, br}, h.Src.String(), timestamps(c))
 				return
 			}
 		}

@@ -189,6 +189,11 @@ func TestBulk(t *testing.T) {
 			if r.Backend != l.Backends[0].Name {
 				t.Errorf("served by %s", r.Backend)
 			}
+			// falg's SYN-ACK and SYN carry timestamps when the client's
+			// SYN did (see nfq's clientOpts), so the spliced flow has them.
+			if !r.ClientTS || !r.BackendTS {
+				t.Errorf("TCP timestamps: client %t, backend %t; want both", r.ClientTS, r.BackendTS)
+			}
 			// From the middle of the transfer (long after the hand-over)
 			// to its end, including both FINs, falg's queue saw nothing.
 			end := f.stats()
