@@ -356,9 +356,17 @@ func markMatch(load expr.Any, mark uint32) []expr.Any {
 
 // queueExpr is the verdict that sends a packet to falg's queues.
 func (r *Ruleset) queueExpr(kind QueueKind) expr.Any {
+	return QueueVerdict(kind, r.QueueNum, r.QueueTotal, r.Bypass)
+}
+
+// QueueVerdict is the expression that queues a packet to queues num ..
+// num+total-1 (flows spread by address hash), with the native queue
+// expression or the xt NFQUEUE target as kind says. With bypass the
+// kernel accepts packets when no program reads the queues.
+func QueueVerdict(kind QueueKind, num, total uint16, bypass bool) expr.Any {
 	if kind == QueueNative {
-		q := &expr.Queue{Num: r.QueueNum, Total: r.QueueTotal}
-		if r.Bypass {
+		q := &expr.Queue{Num: num, Total: total}
+		if bypass {
 			q.Flag = expr.QueueFlagBypass
 		}
 		return q
@@ -367,9 +375,9 @@ func (r *Ruleset) queueExpr(kind QueueKind) expr.Any {
 	// in host byte order, padded to 8 bytes. Flag 1 is bypass. Without
 	// the CPU fanout flag (2) the kernel spreads flows by address hash.
 	info := make(xt.Unknown, 8)
-	binary.NativeEndian.PutUint16(info[0:], r.QueueNum)
-	binary.NativeEndian.PutUint16(info[2:], r.QueueTotal)
-	if r.Bypass {
+	binary.NativeEndian.PutUint16(info[0:], num)
+	binary.NativeEndian.PutUint16(info[2:], total)
+	if bypass {
 		binary.NativeEndian.PutUint16(info[4:], 1)
 	}
 	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}

@@ -75,6 +75,13 @@ services:
 
 func main() {
 	flag.Parse()
+	if *floorReader {
+		if err := runFloorReader(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: floor reader:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -93,10 +100,12 @@ func run() error {
 	if _, err := l.Start(l.Backends[0], ctx, "iperf3", "-s", "-p", "5201"); err != nil {
 		return err
 	}
-	// The TLS backend listens on two ports: 8444 for direct connections,
-	// 8443 for falg's. With source: client a direct connection and a
-	// spliced one from the same client port would share a tuple.
-	for _, port := range []int{8443, 8444} {
+	// The TLS backend listens on a port per path: 8443 for falg's
+	// connections, 8444 direct, 8445 through the static DNAT, 8446 through
+	// the queue floor. Paths that shared one would meet the tuples of each
+	// other's past connections (a client port used again), and conntrack
+	// would remap ports for some of them.
+	for _, port := range []int{8443, 8444, 8445, 8446} {
 		stop, err := serveTLS(l.Backends[1], port)
 		if err != nil {
 			return err
@@ -109,7 +118,8 @@ func run() error {
 	chain pre {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 10.0.0.1 tcp dport 5203 dnat to 10.0.1.2:5201
-		ip daddr 10.0.0.1 tcp dport 5443 dnat to 10.0.1.3:8444
+		ip daddr 10.0.0.1 tcp dport 5443 dnat to 10.0.1.3:8445
+		ip daddr 10.0.0.1 tcp dport 5444 dnat to 10.0.1.3:8446
 		ip daddr 10.0.0.1 udp dport 5353 dnat to 10.0.1.2:53
 		ip daddr 10.0.0.1 udp dport 5354 dnat to 10.0.1.3:53
 	}
@@ -160,7 +170,7 @@ func run() error {
 		}
 	}
 	if want("tls") {
-		if err := tlsBench(ctx, client, pid, admin); err != nil {
+		if err := tlsBench(ctx, l, pid, admin); err != nil {
 			return err
 		}
 	}
@@ -213,19 +223,31 @@ func bulkBench(ctx context.Context, client *lab.NS) error {
 	return nil
 }
 
-// tlsBench compares short TLS connections direct, through a static DNAT
-// and routed by SNI through falg.
-func tlsBench(ctx context.Context, client *lab.NS, pid int, admin string) error {
+// tlsBench compares short TLS connections direct, through a static DNAT,
+// through the DNAT with four packets per connection queued to a reader
+// that accepts them (the queue floor), and routed by SNI through falg.
+func tlsBench(ctx context.Context, l *lab.Lab, pid int, admin string) error {
+	client := l.Clients[0]
 	st0, err := stats(admin) // earlier parts' packets are not this part's
 	if err != nil {
 		return err
 	}
+	stopFloor, err := queueFloor(ctx, l)
+	if err != nil {
+		return err
+	}
+	floorDone := false
+	defer func() {
+		if !floorDone {
+			stopFloor()
+		}
+	}()
 	fmt.Printf("short TLS connections (handshake, 1 request, close), %d x %d clients, %d rounds\n", *conns, *parallel, *rounds)
 	direct, _, err := rate(ctx, client, "10.0.1.3:8444", 0)
 	if err != nil {
 		return err
 	}
-	var dnatRate, dnatCPU, falgRate, falgCPU, falgProc []float64
+	var dnatRate, dnatCPU, floorRate, floorCPU, falgRate, falgCPU, falgProc []float64
 	for r := range *rounds {
 		sys0 := systemCPU()
 		v, _, err := rate(ctx, client, "10.0.0.1:5443", 0)
@@ -234,6 +256,12 @@ func tlsBench(ctx context.Context, client *lab.NS, pid int, admin string) error 
 		}
 		dnatRate = append(dnatRate, v)
 		dnatCPU = append(dnatCPU, float64((systemCPU()-sys0).Microseconds())/float64(*conns))
+		sys0 = systemCPU()
+		if v, _, err = rate(ctx, client, fmt.Sprintf("10.0.0.1:%d", floorPort), 0); err != nil {
+			return err
+		}
+		floorRate = append(floorRate, v)
+		floorCPU = append(floorCPU, float64((systemCPU()-sys0).Microseconds())/float64(*conns))
 		if *profile != "" && r == *rounds-1 {
 			go saveProfile(admin)
 		}
@@ -250,10 +278,19 @@ func tlsBench(ctx context.Context, client *lab.NS, pid int, admin string) error 
 	fmt.Printf("  direct to backend  %7.0f conn/s\n", direct)
 	fmt.Printf("  static nft DNAT    %7.0f conn/s   %6.0f us machine CPU per connection   (rounds: %s)\n",
 		median(dnatRate), median(dnatCPU), fmtList(dnatCPU))
+	fmt.Printf("  DNAT, %d queued     %7.0f conn/s   %6.0f us machine CPU per connection   (rounds: %s)\n",
+		*floorPackets, median(floorRate), median(floorCPU), fmtList(floorCPU))
 	fmt.Printf("  through falg (SNI) %7.0f conn/s   %6.0f us machine CPU per connection   (rounds: %s)\n",
 		median(falgRate), median(falgCPU), fmtList(falgCPU))
 	fmt.Printf("  ratio falg/DNAT %.2f conn/s; falg adds %.0f us of machine CPU per connection\n",
 		median(falgRate)/median(dnatRate), median(falgCPU)-median(dnatCPU))
+	floorDone = true
+	accepted, err := stopFloor()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  queue floor: %.1f packets per connection through a reader that only accepts them add %.0f us\n",
+		float64(accepted)/float64(*conns**rounds), median(floorCPU)-median(dnatCPU))
 	fmt.Printf("  falg process CPU per connection: %.0f us (user+system; includes the kernel's\n", cpu)
 	fmt.Printf("    forwarding of the packets falg accepts or injects, and in this one-machine lab\n")
 	fmt.Printf("    the receiving namespaces' processing of them)\n")
