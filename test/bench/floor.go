@@ -43,12 +43,13 @@ var (
 )
 
 // queueFloor installs the floor's rule in the router and starts its
-// reader; stop ends the reader and returns how many packets it accepted.
-func queueFloor(ctx context.Context, l *lab.Lab) (stop func() (uint64, error), err error) {
+// reader, whose pid it returns; stop ends the reader and returns how many
+// packets it accepted.
+func queueFloor(ctx context.Context, l *lab.Lab) (pid int, stop func() (uint64, error), err error) {
 	router := l.Router
 	// ct packets needs conntrack's accounting.
 	if out, err := router.Command(ctx, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("queue floor: sysctl: %v %s", err, out)
+		return 0, nil, fmt.Errorf("queue floor: sysctl: %v %s", err, out)
 	}
 	err = router.Do(func() error {
 		c, err := nftables.New()
@@ -75,27 +76,28 @@ func queueFloor(ctx context.Context, l *lab.Lab) (stop func() (uint64, error), e
 		return c.Flush()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("queue floor: rule: %w", err)
+		return 0, nil, fmt.Errorf("queue floor: rule: %w", err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	cmd := router.Command(ctx, exe, "-floor-reader")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	cmd.Stderr = os.Stderr
 	if err := l.StartCmd(cmd); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	lines := bufio.NewScanner(out)
 	if !lines.Scan() || lines.Text() != "ready" {
 		cmd.Process.Kill()
-		return nil, fmt.Errorf("queue floor: reader did not start: %q", lines.Text())
+		return 0, nil, fmt.Errorf("queue floor: reader did not start: %q", lines.Text())
 	}
-	return func() (uint64, error) { return stopFloor(cmd, lines) }, nil
+	// ip netns exec execs the reader: the process is the reader.
+	return cmd.Process.Pid, func() (uint64, error) { return stopFloor(cmd, lines) }, nil
 }
 
 func stopFloor(cmd *exec.Cmd, lines *bufio.Scanner) (uint64, error) {

@@ -232,7 +232,7 @@ func tlsBench(ctx context.Context, l *lab.Lab, pid int, admin string) error {
 	if err != nil {
 		return err
 	}
-	stopFloor, err := queueFloor(ctx, l)
+	floorPid, stopFloor, err := queueFloor(ctx, l)
 	if err != nil {
 		return err
 	}
@@ -247,7 +247,7 @@ func tlsBench(ctx context.Context, l *lab.Lab, pid int, admin string) error {
 	if err != nil {
 		return err
 	}
-	var dnatRate, dnatCPU, floorRate, floorCPU, falgRate, falgCPU, falgProc []float64
+	var dnatRate, dnatCPU, floorRate, floorCPU, floorProc, falgRate, falgCPU, falgProc []float64
 	for r := range *rounds {
 		sys0 := systemCPU()
 		v, _, err := rate(ctx, client, "10.0.0.1:5443", 0)
@@ -257,16 +257,18 @@ func tlsBench(ctx context.Context, l *lab.Lab, pid int, admin string) error {
 		dnatRate = append(dnatRate, v)
 		dnatCPU = append(dnatCPU, float64((systemCPU()-sys0).Microseconds())/float64(*conns))
 		sys0 = systemCPU()
-		if v, _, err = rate(ctx, client, fmt.Sprintf("10.0.0.1:%d", floorPort), 0); err != nil {
+		v, proc, err := rate(ctx, client, fmt.Sprintf("10.0.0.1:%d", floorPort), floorPid)
+		if err != nil {
 			return err
 		}
 		floorRate = append(floorRate, v)
+		floorProc = append(floorProc, proc)
 		floorCPU = append(floorCPU, float64((systemCPU()-sys0).Microseconds())/float64(*conns))
 		if *profile != "" && r == *rounds-1 {
 			go saveProfile(admin)
 		}
 		sys0 = systemCPU()
-		v, proc, err := rate(ctx, client, "10.0.0.1:443", pid)
+		v, proc, err = rate(ctx, client, "10.0.0.1:443", pid)
 		if err != nil {
 			return err
 		}
@@ -289,9 +291,10 @@ func tlsBench(ctx context.Context, l *lab.Lab, pid int, admin string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  queue floor: %.1f packets per connection through a reader that only accepts them add %.0f us\n",
+	fmt.Printf("  queue floor: %.1f packets per connection through a reader that only accepts them add %.0f us;\n",
 		float64(accepted)/float64(*conns**rounds), median(floorCPU)-median(dnatCPU))
-	fmt.Printf("  falg process CPU per connection: %.0f us (user+system; includes the kernel's\n", cpu)
+	fmt.Printf("    the reader process spends %.0f us per connection (rounds: %s)\n", median(floorProc), fmtList(floorProc))
+	fmt.Printf("  falg process CPU per connection: %.0f us (rounds: %s; user+system; includes the kernel's\n", cpu, fmtList(falgProc))
 	fmt.Printf("    forwarding of the packets falg accepts or injects, and in this one-machine lab\n")
 	fmt.Printf("    the receiving namespaces' processing of them)\n")
 	if st, err := stats(admin); err == nil && st["flows"] > st0["flows"] {
