@@ -1,14 +1,18 @@
 // Command bench measures falg in one namespace lab, in one run, against
 // baselines taken in the same run: bulk throughput through plain routing, a
-// static nft DNAT and a falg-spliced flow (iperf3), and the rate and router
-// CPU of short TLS connections routed by SNI, direct and through falg. With
-// -relay it also compares, for bulk, the splice with the relay data plane
+// static nft DNAT and a falg-spliced flow (iperf3); the rate and router
+// CPU of short TLS connections routed by SNI, direct, through a static
+// DNAT, through that DNAT with the first packets of each connection passed
+// through nfqueue to a reader that only accepts them (the queue floor,
+// floor.go), and through falg; and the rate of DNS queries. With -relay
+// it also compares, for bulk, the splice with the relay data plane
 // (splice(2) in falg's process) and a plain Go io.Copy proxy, in
 // throughput and CPU per GiB moved.
 // Machines here are noisy: read the ratios, not the absolute numbers.
 //
 //	go run ./test/bench -falg bin/falg
-//	go run ./test/bench -falg bin/falg -relay bin/labeler -skip-rate
+//	go run ./test/bench -falg bin/falg -only tls -floor 1
+//	go run ./test/bench -falg bin/falg -relay bin/labeler -only relay
 package main
 
 import (
