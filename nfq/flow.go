@@ -549,18 +549,23 @@ func (f *flow) fail(o protocol.Outcome, why string) {
 	f.reset()
 }
 
-// reset sends the client a RST and ends the flow.
+// reset sends the client a RST and ends the flow. The flow is freed and
+// counted first: whoever sees the client's connection end sees the flow
+// gone from the counters too.
 func (f *flow) reset() {
-	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
-		flags: flagRST | flagACK, opts: tcpOptions{wscale: -1}})
+	rst := out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
+		flags: flagRST | flagACK, opts: tcpOptions{wscale: -1}}
 	f.abort()
+	f.send(&rst)
 }
 
-// finish sends the client a FIN after a final error reply, and ends the flow.
+// finish sends the client a FIN after a final error reply, and ends the
+// flow, freed first as in reset.
 func (f *flow) finish() {
-	f.send(&out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
-		flags: flagFIN | flagACK, window: f.clientWindow(), opts: f.clientOpts()})
+	fin := out{src: f.asked, dst: f.client, seq: f.rISN + 1 + f.sentClient, ack: f.cISN + 1 + uint32(len(f.stream)),
+		flags: flagFIN | flagACK, window: f.clientWindow(), opts: f.clientOpts()}
 	f.abort()
+	f.send(&fin)
 }
 
 // abort drops everything the flow holds and forgets it.
