@@ -141,11 +141,16 @@ func (f *flow) connect(backend netip.AddrPort) error {
 	return nil
 }
 
+// sendSyn sends the backend falg's SYN, with the client's options. Its
+// timestamp is the one of the client's SYN, older than any the client sent
+// since: the backend takes it as its most recent, so it keeps each held
+// segment the hand-over lets through, however old (PAWS drops a segment
+// older than the most recent by more than a tick).
 func (f *flow) sendSyn() {
 	f.send(&out{
 		src: f.bsrc, dst: f.backend, seq: f.bISN, flags: flagSYN, window: f.cWin,
 		opts: tcpOptions{mss: f.cOpts.mss, wscale: f.cOpts.wscale, sackPerm: f.cOpts.sackPerm,
-			ts: f.cOpts.ts, tsVal: f.cTSval},
+			ts: f.cOpts.ts, tsVal: f.cOpts.tsVal},
 	})
 }
 

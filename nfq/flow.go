@@ -228,15 +228,21 @@ func (f *flow) sendSynAck() {
 // receivers (Linux, the BSDs) take as none at all, so the backend's first
 // segment sets it, whatever the backend's clock reads. Any other value
 // could be ahead of the backend's clock, and the client would drop the
-// backend's segments as old (PAWS).
+// backend's segments as old (PAWS). A reply falg resends after the
+// hand-over still passes: the backend's bytes follow it in the client's
+// stream, and only a segment in order sets the most recent timestamp.
+// The echo is the client's latest timestamp, for its RTT estimate.
 func (f *flow) clientOpts() tcpOptions {
 	return tcpOptions{wscale: -1, ts: f.cOpts.ts, tsEcr: f.cTSval}
 }
 
 // backendOpts are the options of falg's segments to the backend after its
-// SYN: the client's latest timestamp, and the echo of the backend's.
+// SYN: the timestamp of the SYN again (see sendSyn), and the echo of the
+// backend's. Resent, they still pass: the client's later segments follow
+// falg's bytes in the backend's stream, and the backend takes a most recent
+// timestamp only from a segment in order.
 func (f *flow) backendOpts() tcpOptions {
-	return tcpOptions{wscale: -1, ts: f.bTS, tsVal: f.cTSval, tsEcr: f.bTSval}
+	return tcpOptions{wscale: -1, ts: f.bTS, tsVal: f.cOpts.tsVal, tsEcr: f.bTSval}
 }
 
 // clientWindow is the window field falg sends the client after the SYN-ACK:

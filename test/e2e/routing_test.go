@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -234,6 +238,67 @@ func TestClientHelloAcrossSegments(t *testing.T) {
 	if s := f.stats(); s["spliced"] != 2 {
 		t.Errorf("counters: %v", s)
 	}
+}
+
+// TestSlowRequest: an HTTP request whose Host comes a while after its
+// first line. falg holds both segments; the client's TCP timestamps in them
+// differ, and the backend must take both (a SYN from falg carrying the
+// later timestamp made the backend drop the earlier segment as old: PAWS).
+func TestSlowRequest(t *testing.T) {
+	l := spliceLab(t, 1)
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+	defer f.stop()
+	paws0 := tcpExt(t, l.Backends[0], "PAWSEstab")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := l.Clients[0].Dial(ctx, "tcp", "10.0.0.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a few hundred timestamp ticks
+	if _, err := io.WriteString(c, "Host: a.example\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.HasPrefix(string(body), "backend="+l.Backends[0].Name) {
+		t.Errorf("answer %q", body)
+	}
+	if n := tcpExt(t, l.Backends[0], "PAWSEstab") - paws0; n != 0 {
+		t.Errorf("the backend dropped %d of the client's segments as old (PAWS); answer after %v", n, time.Since(start))
+	}
+}
+
+// tcpExt reads a TcpExt counter of ns's kernel.
+func tcpExt(t *testing.T, ns *lab.NS, name string) int64 {
+	t.Helper()
+	lines := strings.Split(run(t, ns, "cat", "/proc/net/netstat"), "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(keys) == 0 || keys[0] != "TcpExt:" || len(keys) != len(vals) {
+			continue
+		}
+		for j, k := range keys {
+			if k == name {
+				n, err := strconv.ParseInt(vals[j], 10, 64)
+				if err != nil {
+					t.Fatalf("TcpExt %s: %q", name, vals[j])
+				}
+				return n
+			}
+		}
+	}
+	t.Fatalf("no TcpExt %s in %s", name, ns)
+	return 0
 }
 
 type firstWrite struct {
