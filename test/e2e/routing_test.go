@@ -278,6 +278,29 @@ func TestSlowRequest(t *testing.T) {
 	}
 }
 
+// TestNoTimestamps: a client that does not offer TCP timestamps gets none
+// from falg, and neither does the backend.
+func TestNoTimestamps(t *testing.T) {
+	l := spliceLab(t, 1)
+	run(t, l.Clients[0], "sysctl", "-qw", "net.ipv4.tcp_timestamps=0")
+	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+	defer f.stop()
+	for _, c := range []struct {
+		addr string
+		tls  bool
+	}{{"10.0.0.1:443", true}, {"[fd00::1]:80", false}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		r, err := exchange(ctx, l.Clients[0], c.addr, "a.example", c.tls, 4<<20)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", c.addr, err)
+		}
+		if r.ClientTS || r.BackendTS {
+			t.Errorf("%s: TCP timestamps: client %t, backend %t; want neither", c.addr, r.ClientTS, r.BackendTS)
+		}
+	}
+}
+
 // tcpExt reads a TcpExt counter of ns's kernel.
 func tcpExt(t *testing.T, ns *lab.NS, name string) int64 {
 	t.Helper()
