@@ -94,7 +94,6 @@ func (f *flow) handover(synack *segment) {
 		f.bMSS -= 12
 	}
 	f.bMSS = max(f.bMSS, 48) // Linux's floor (tcp_min_snd_mss): a tiny MSS is the backend's bug, not a loop
-
 	if len(toBackend) > 0 {
 		f.bConfirm = toBackend
 		if !f.addedPend {
