@@ -206,12 +206,15 @@ func (u *udpService) replies(key udpKey, s *udpSession) {
 			return
 		}
 		s.last.Store(time.Now().UnixNano())
+		// Counted before it leaves, so that a client holding the reply
+		// finds it counted; taken back if the send fails.
+		u.srv.stats.Replies.Add(1)
 		if _, err := ln.WriteToUDPAddrPort(buf[:n], key.client); err != nil {
+			u.srv.stats.Replies.Add(^uint64(0))
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		u.srv.stats.Replies.Add(1)
 	}
 }
