@@ -75,6 +75,7 @@ func parseClientHello(stream []byte, scratch *[]byte) (ClientHello, Verdict, err
 		}
 		end := off + recordHeaderLen + rlen
 		seg := stream[off+recordHeaderLen : min(end, len(stream))]
+		before := len(buf) // handshake bytes in earlier records
 		if off == 0 {
 			buf = seg
 		} else {
@@ -104,8 +105,13 @@ func parseClientHello(stream []byte, scratch *[]byte) (ClientHello, Verdict, err
 			ch.Length = end
 			return ch, Decided, nil
 		}
-		if end > MaxFirstBytes {
-			return tlsErr("record ends at offset %d: %w", end, ErrTooLarge)
+		// The rest of the message, all in this record, is the soonest it can
+		// end; later records only add headers. The record's own end does not
+		// matter: the message may end inside it, whatever follows.
+		if msgLen >= 0 {
+			if at := off + recordHeaderLen + msgLen - before; at > MaxFirstBytes {
+				return tlsErr("ClientHello cannot end before offset %d: %w", at, ErrTooLarge)
+			}
 		}
 		off = end
 	}

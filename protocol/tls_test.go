@@ -168,6 +168,7 @@ func TestTLS(t *testing.T) {
 		{"odd alpn", records(helloMsg(sniExt("a.b"), alpnExt("weird/9")), 50), Decided, "a.b", "weird/9", nil},
 		{"multi-record big", records(big, 1<<14), Decided, "big.example", "", nil},
 		{"multi-record 100", records(big, 100), Decided, "big.example", "", nil},
+		{"last record runs past MaxFirstBytes", longLastRecord(big, 1000), Decided, "big.example", "", nil},
 		{"empty", nil, NeedMore, "", "", nil},
 		{"header only", good[:5], NeedMore, "", "", nil},
 		{"application data", []byte{0x17, 3, 3, 0, 5}, Malformed, "", "", ErrNotTLS},
@@ -216,6 +217,15 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// longLastRecord puts msg[:head] in records of 100 bytes and the rest in a
+// record of the largest length, which ends past MaxFirstBytes and, in the
+// returned stream, has not arrived beyond the message.
+func longLastRecord(msg []byte, head int) []byte {
+	s := records(msg[:head], 100)
+	s = append(s, recordTypeHandshake, 3, 1, maxRecordLen>>8, maxRecordLen&0xff)
+	return append(s, msg[head:]...)
+}
+
 // decidedAt returns the length of the records holding the ClientHello.
 func decidedAt(stream []byte) int {
 	ch, _, _ := ParseClientHello(stream, nil)
@@ -253,6 +263,11 @@ func TestTLSTooLarge(t *testing.T) {
 	d = feedWhole(&tlsParser{}, stream[:MaxFirstBytes]).d
 	if d.Verdict != Malformed || !errors.Is(d.Err, ErrTooLarge) {
 		t.Fatalf("tiny records: got %v %v, want Malformed ErrTooLarge", d.Verdict, d.Err)
+	}
+	// Known before MaxFirstBytes arrive: each record adds a header, and at
+	// this rate the message cannot end in time.
+	if d := feedWhole(&tlsParser{}, stream[:14000]).d; d.Verdict != Malformed || !errors.Is(d.Err, ErrTooLarge) {
+		t.Fatalf("tiny records, 14000 bytes: got %v %v, want Malformed ErrTooLarge", d.Verdict, d.Err)
 	}
 }
 
