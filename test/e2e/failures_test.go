@@ -102,6 +102,23 @@ func TestResetEitherSide(t *testing.T) {
 		return c.(*net.TCPConn), br
 	}
 
+	// The kernel's entry must see the RST too (CLOSE, seconds to live), or
+	// a router full of reset flows keeps each for the established timeout.
+	closed := func(who string, c net.Conn) {
+		t.Helper()
+		local := c.LocalAddr().String()
+		var rows []flowRow
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			rows = listFlows(t, f)
+			for _, r := range rows {
+				if r.Client == local && r.State == "CLOSE" {
+					return
+				}
+			}
+		}
+		t.Errorf("%s: conntrack entry of %s not CLOSE: %+v", who, local, rows)
+	}
+
 	c, _ := open("")
 	c.SetLinger(0)
 	c.Close()
@@ -113,12 +130,14 @@ func TestResetEitherSide(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("client reset never reached the backend")
 	}
+	closed("client reset", c)
 
 	c, br := open("X-Reset: 1\r\n")
 	defer c.Close()
 	if _, err := br.ReadByte(); !isReset(err) {
 		t.Errorf("backend reset: client's read ended with %v", err)
 	}
+	closed("backend reset", c)
 }
 
 // TestBadInput: malformed and oversized first bytes, and a flood of silent
