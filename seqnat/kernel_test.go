@@ -301,6 +301,75 @@ func TestKernelEventsCancel(t *testing.T) {
 	}
 }
 
+// TestKernelEventsFilterMark checks that a filtered subscription gets the
+// destroy events of marked entries only, while an unfiltered one gets all.
+func TestKernelEventsFilterMark(t *testing.T) {
+	requireLab(t)
+	ns := newNS(t, "evf")
+	loadRuleset(t, ns, natRuleset)
+	var c *Conn
+	var filtered, all *Events
+	mustInNS(t, ns, func() (err error) {
+		if c, err = Dial(); err != nil {
+			return err
+		}
+		if all, err = ListenDestroy(); err != nil {
+			return err
+		}
+		if filtered, err = ListenDestroy(); err != nil {
+			return err
+		}
+		return filtered.FilterMark(testMarkBits, testMarkBits)
+	})
+	t.Cleanup(func() { c.Close(); all.Close(); filtered.Close() })
+
+	ap := netip.MustParseAddrPort
+	var flows []Flow
+	for i, orig := range []Tuple{
+		{Src: ap("10.1.0.2:40000"), Dst: ap("10.9.9.9:443")},
+		{Src: ap("[fd00:1::2]:40000"), Dst: ap("[fd00:9::9]:443")},
+	} {
+		// Others' first, ours last: events come in order, so a filter
+		// that let others' through would show them first.
+		for j, mark := range []uint32{0, 0x42, 0x00100042, testMarkBits | 0x42} {
+			f := Flow{
+				Proto:       unix.IPPROTO_TCP,
+				Orig:        Tuple{Src: netip.AddrPortFrom(orig.Src.Addr(), orig.Src.Port()+uint16(j)), Dst: orig.Dst},
+				NATDst:      netip.AddrPortFrom(orig.Dst.Addr(), 8443),
+				Mark:        mark,
+				TCP:         &TCPInfo{WScaleOrig: 7, WScaleReply: 7},
+				SeqAdjReply: &SeqAdj{CorrectionPos: 1, OffsetBefore: uint32(i), OffsetAfter: uint32(i)},
+			}
+			if err := c.Create(f); err != nil {
+				t.Fatalf("Create %s mark %#x: %v", f.Orig, mark, err)
+			}
+			flows = append(flows, f)
+		}
+	}
+	for _, f := range flows {
+		if err := c.Delete(f.Proto, f.Orig); err != nil {
+			t.Fatalf("Delete %s: %v", f.Orig, err)
+		}
+	}
+	for _, f := range flows {
+		waitDestroy(t, all, f.Orig)
+	}
+	for _, f := range flows {
+		if f.Mark&testMarkBits != testMarkBits {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		evs, err := filtered.Receive(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("filtered: no event for %s: %v", f.Orig, err)
+		}
+		if len(evs) != 1 || evs[0].Orig != f.Orig || evs[0].Mark != f.Mark {
+			t.Fatalf("filtered: events %+v, want the destroy of %s (mark %#x) only", evs, f.Orig, f.Mark)
+		}
+	}
+}
+
 // TestKernelCreateWithoutNAT checks the kernel accepts a plain entry and
 // fills in the identity reply tuple.
 func TestKernelCreateWithoutNAT(t *testing.T) {
