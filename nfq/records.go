@@ -85,6 +85,9 @@ func (r *Records) watch(ctx context.Context, ct *seqnat.Conn, mark uint32, log *
 		return
 	}
 	defer ev.Close()
+	if err := ev.FilterMark(mark, mark); err != nil {
+		log.Warn("nfq: conntrack events: every entry's destroy is read", "err", err)
+	}
 	for {
 		evs, err := ev.Receive(ctx)
 		switch {

@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"falg/seqnat"
 	"falg/test/lab"
 )
 
@@ -118,6 +123,39 @@ func TestResetEitherSide(t *testing.T) {
 		}
 		t.Errorf("%s: conntrack entry of %s not CLOSE: %+v", who, local, rows)
 	}
+	// When the entry goes, falg's record of the flow goes with it (its
+	// destroy event passes falg's filter).
+	forgotten := func(who string, c net.Conn) {
+		t.Helper()
+		orig := seqnat.Tuple{Src: c.LocalAddr().(*net.TCPAddr).AddrPort(), Dst: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+		type record struct{ Client netip.AddrPort }
+		recorded := func() bool {
+			var recs []record
+			if err := f.getJSON("/records", &recs); err != nil {
+				t.Fatal(err)
+			}
+			return slices.ContainsFunc(recs, func(r record) bool { return r.Client == orig.Src })
+		}
+		if !recorded() {
+			t.Fatalf("%s: falg has no record of %s", who, orig.Src)
+		}
+		if err := l.Router.Do(func() error {
+			ct, err := seqnat.Dial()
+			if err != nil {
+				return err
+			}
+			defer ct.Close()
+			return ct.Delete(unix.IPPROTO_TCP, orig)
+		}); err != nil {
+			t.Fatalf("%s: delete the entry of %s: %v", who, orig, err)
+		}
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if !recorded() {
+				return
+			}
+		}
+		t.Errorf("%s: falg still records %s after its entry died", who, orig.Src)
+	}
 
 	c, _ := open("")
 	c.SetLinger(0)
@@ -131,6 +169,7 @@ func TestResetEitherSide(t *testing.T) {
 		t.Error("client reset never reached the backend")
 	}
 	closed("client reset", c)
+	forgotten("client reset", c)
 
 	c, br := open("X-Reset: 1\r\n")
 	defer c.Close()
@@ -138,6 +177,7 @@ func TestResetEitherSide(t *testing.T) {
 		t.Errorf("backend reset: client's read ended with %v", err)
 	}
 	closed("backend reset", c)
+	forgotten("backend reset", c)
 }
 
 // TestBadInput: malformed and oversized first bytes, and a flood of silent

@@ -96,23 +96,24 @@ func (f *falg) start() {
 	}
 }
 
-func (f *falg) statsErr() (map[string]int64, error) {
+// getJSON decodes what falg's admin socket answers at path into v.
+func (f *falg) getJSON(path string, v any) error {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", f.admin)
 		},
 	}}
-	resp, err := c.Get("http://falg/stats")
+	resp, err := c.Get("http://falg" + path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
-	var m map[string]int64
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (f *falg) statsErr() (m map[string]int64, err error) {
+	return m, f.getJSON("/stats", &m)
 }
 
 // stats reads falg's counters.
