@@ -279,25 +279,39 @@ func TestSlowRequest(t *testing.T) {
 }
 
 // TestNoTimestamps: a client that does not offer TCP timestamps gets none
-// from falg, and neither does the backend.
+// from falg, and neither does the backend. A backend that does not answer
+// with them leaves the client with timestamps falg agreed to before it knew
+// the backend: the flow still moves every byte both ways (the backend
+// ignores the client's, and a Linux client takes segments without them).
 func TestNoTimestamps(t *testing.T) {
-	l := spliceLab(t, 1)
-	run(t, l.Clients[0], "sysctl", "-qw", "net.ipv4.tcp_timestamps=0")
-	f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
-	defer f.stop()
-	for _, c := range []struct {
-		addr string
-		tls  bool
-	}{{"10.0.0.1:443", true}, {"[fd00::1]:80", false}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		r, err := exchange(ctx, l.Clients[0], c.addr, "a.example", c.tls, 4<<20)
-		cancel()
-		if err != nil {
-			t.Fatalf("%s: %v", c.addr, err)
-		}
-		if r.ClientTS || r.BackendTS {
-			t.Errorf("%s: TCP timestamps: client %t, backend %t; want neither", c.addr, r.ClientTS, r.BackendTS)
-		}
+	for _, side := range []string{"client", "backend"} {
+		t.Run(side, func(t *testing.T) {
+			l := spliceLab(t, 1)
+			without := []*lab.NS{l.Clients[0]}
+			if side == "backend" {
+				without = l.Backends
+			}
+			for _, ns := range without {
+				run(t, ns, "sysctl", "-qw", "net.ipv4.tcp_timestamps=0")
+			}
+			f := startFalg(t, l, fmt.Sprintf(spliceConfig, "client"))
+			defer f.stop()
+			for _, c := range []struct {
+				addr string
+				tls  bool
+			}{{"10.0.0.1:443", true}, {"[fd00::1]:80", false}} {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				r, err := exchange(ctx, l.Clients[0], c.addr, "a.example", c.tls, 4<<20)
+				cancel()
+				if err != nil {
+					t.Fatalf("%s: %v", c.addr, err)
+				}
+				if r.ClientTS != (side == "backend") || r.BackendTS {
+					t.Errorf("%s: TCP timestamps: client %t, backend %t; want client %t, backend false",
+						c.addr, r.ClientTS, r.BackendTS, side == "backend")
+				}
+			}
+		})
 	}
 }
 
