@@ -4,7 +4,8 @@
 // CPU of short TLS connections routed by SNI, direct, through a static
 // DNAT, through that DNAT with the first packets of each connection passed
 // through nfqueue to a reader that only accepts them (the queue floor,
-// floor.go), and through falg; and the rate of DNS queries. With -relay
+// floor.go), and through falg; the rate of DNS queries; and falg's CPU
+// per conntrack destroy event of other entries and of its own. With -relay
 // it also compares, for bulk, the splice with the relay data plane
 // (splice(2) in falg's process) and a plain Go io.Copy proxy, in
 // throughput and CPU per GiB moved.
@@ -33,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"falg/config"
 	"falg/test/lab"
 )
 
@@ -46,7 +48,7 @@ var (
 	keepLog  = flag.String("keep-log", "", "copy falg's log here")
 	profile  = flag.String("profile", "", "write a CPU profile of falg during the rate test here")
 	relayBin = flag.String("relay", "", "examples/labeler binary: also measure the relay data plane and a Go io.Copy proxy")
-	only     = flag.String("only", "", "run only this part: bulk, relay, tls or dns")
+	only     = flag.String("only", "", "run only this part: bulk, relay, tls, dns or events")
 	workers  = flag.Int("workers", 2, "falg's workers (queues)")
 )
 
@@ -175,6 +177,16 @@ func run() error {
 	}
 	if want("tls") {
 		if err := tlsBench(ctx, l, pid, admin); err != nil {
+			return err
+		}
+	}
+	if want("events") {
+		c, err := config.Load(cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Println()
+		if err := eventsBench(l, pid, c.FlowMark()); err != nil {
 			return err
 		}
 	}
