@@ -97,7 +97,13 @@ type service struct {
 	// smallest its backends were seen to use (7 until one is seen), never
 	// more, because after the hand-over the client reads the backend's
 	// window fields with it.
-	shift   atomic.Int32
+	shift atomic.Int32
+	// noTS is set once a backend answered falg's SYN without timestamps.
+	// falg agrees to them with a client before it knows the backend, and
+	// after the hand-over that backend's segments reach the client without
+	// any, which a strict RFC 7323 client drops; so from then on the
+	// service's clients are not offered them.
+	noTS    atomic.Bool
 	limiter *limiter // nil: no per-client rate
 }
 

@@ -178,6 +178,9 @@ func (e *Engine) newFlow(q *Queue, p *Packet, s *segment, svc *service) {
 	if s.opts.wscale >= 0 {
 		f.wsToClient = int8(svc.shift.Load())
 	}
+	if svc.noTS.Load() {
+		f.cOpts.ts = false // neither side gets timestamps
+	}
 	f.sendSynAck()
 	f.firstDataBy = f.start.Add(svc.cfg.Timeouts.FirstData)
 	f.arm(svc.cfg.Timeouts.FirstData, f.collectTimer)

@@ -19,6 +19,10 @@ import (
 func (f *flow) handover(synack *segment) {
 	bws := synack.opts.wscale
 	f.svc.learnShift(bws)
+	if f.cOpts.ts && !synack.opts.ts && f.svc.noTS.CompareAndSwap(false, true) {
+		f.e.log.Info("nfq: a backend answers without TCP timestamps: the service's new clients get none",
+			"service", f.svc.cfg.Name, "backend", f.backend)
+	}
 	reply := f.parser.Reply(protocol.OK)
 	hs := seqnat.Handshake{
 		ClientISN:     f.cISN,
