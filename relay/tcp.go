@@ -184,6 +184,12 @@ func (t *tcpService) handle(c *net.TCPConn) {
 		}
 		s.stats.ToBackend.Add(uint64(len(out)))
 	}
+	// Counted before the client hears of it, as the flow is from here.
+	s.stats.Active.Add(1)
+	defer s.stats.Active.Add(-1)
+	if hook != nil {
+		s.stats.Intercepted.Add(1)
+	}
 	if reply := p.Reply(protocol.OK); len(reply) > 0 {
 		if _, err := c.Write(reply); err != nil {
 			resetBoth(c, b)
@@ -192,11 +198,6 @@ func (t *tcpService) handle(c *net.TCPConn) {
 	}
 	c.SetDeadline(time.Time{})
 	log.Debug("relay: flow", "name", f.Name, "backend", f.Backend, "spliced", hook == nil)
-	s.stats.Active.Add(1)
-	defer s.stats.Active.Add(-1)
-	if hook != nil {
-		s.stats.Intercepted.Add(1)
-	}
 	t.pipe(c, b, hook)
 }
 
