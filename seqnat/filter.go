@@ -15,7 +15,7 @@ import (
 const filterAttrs = 16
 
 // FilterMark makes the kernel drop, before they reach the socket, the
-// events of entries whose mark has not mark&mask == value: falg's entries
+// events of entries whose mark&mask is not value: falg's entries
 // are a few among all the router's, and every other event would wake the
 // reader for nothing. An event whose mark the filter cannot find within
 // its first attributes is delivered; the caller still checks the mark.
@@ -52,14 +52,19 @@ func markFilter(value, mask uint32) []bpf.Instruction {
 	if ne[0] == 0 {
 		lenLo, lenHi = 1, 0
 	}
+	// The kernel leaves out a mark of 0.
+	var noMark uint32
+	if value == 0 {
+		noMark = accept
+	}
 	p := []bpf.Instruction{bpf.LoadConstant{Dst: bpf.RegX, Val: attrs}}
 	for range filterAttrs {
 		p = append(p,
-			// No room left for a CTA_MARK: the entry has no mark.
+			// No room left for a CTA_MARK: the entry's mark is 0.
 			bpf.LoadExtension{Num: bpf.ExtLen},
 			bpf.ALUOpConstant{Op: bpf.ALUOpSub, Val: 8},
 			bpf.JumpIfX{Cond: bpf.JumpGreaterOrEqual, SkipTrue: 1},
-			bpf.RetConstant{Val: 0},
+			bpf.RetConstant{Val: noMark},
 			// CTA_MARK: deliver if the mark matches, else drop.
 			bpf.LoadIndirect{Off: 2, Size: 2},
 			bpf.JumpIf{Cond: bpf.JumpEqual, Val: markType, SkipFalse: 5},

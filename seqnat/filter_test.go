@@ -40,28 +40,31 @@ func TestMarkFilter(t *testing.T) {
 		return message(append(attrs, last)...)
 	}
 	tests := []struct {
-		name string
-		msg  []byte
-		want bool
+		name  string
+		value uint32 // the mark wanted, under mask
+		msg   []byte
+		want  bool
 	}{
-		{"our mark", flow(ours), true},
-		{"our mark and others' bits", flow(ours | 0x42), true},
-		{"another mark", flow(0x42), false},
-		{"mark 0", flow(0), false},
-		{"no mark attribute", message(leaf(ctaStatus, 0, 0, 0, 8)), false},
-		{"no attributes", message(), false},
-		{"mark after a 300-byte attribute", message(leaf(ctaStatus, make([]byte, 300)...), leaf(ctaMark, be32(ours)...)), true},
-		{"other mark after a 300-byte attribute", message(leaf(ctaStatus, make([]byte, 300)...), leaf(ctaMark, be32(1)...)), false},
-		{"mark as the last attribute walked", many(filterAttrs-1, leaf(ctaMark, be32(1)...)), false},
-		{"mark past the walk: let through", many(filterAttrs, leaf(ctaMark, be32(1)...)), true},
-		{"attribute of length 0: let through", message(make([]byte, 8)), true},
-		{"attribute overruns the message", message(binary.NativeEndian.AppendUint16(nil, 400), []byte{1, 0, 0, 0}), false},
-	}
-	vm, err := bpf.NewVM(markFilter(ours, mask))
-	if err != nil {
-		t.Fatal(err)
+		{"our mark", ours, flow(ours), true},
+		{"our mark and others' bits", ours, flow(ours | 0x42), true},
+		{"another mark", ours, flow(0x42), false},
+		{"mark 0", ours, flow(0), false},
+		{"no mark attribute", ours, message(leaf(ctaStatus, 0, 0, 0, 8)), false},
+		{"no attributes", ours, message(), false},
+		{"mark after a 300-byte attribute", ours, message(leaf(ctaStatus, make([]byte, 300)...), leaf(ctaMark, be32(ours)...)), true},
+		{"other mark after a 300-byte attribute", ours, message(leaf(ctaStatus, make([]byte, 300)...), leaf(ctaMark, be32(1)...)), false},
+		{"mark as the last attribute walked", ours, many(filterAttrs-1, leaf(ctaMark, be32(1)...)), false},
+		{"mark past the walk: let through", ours, many(filterAttrs, leaf(ctaMark, be32(1)...)), true},
+		{"attribute of length 0: let through", ours, message(make([]byte, 8)), true},
+		{"attribute overruns the message", ours, message(binary.NativeEndian.AppendUint16(nil, 400), []byte{1, 0, 0, 0}), false},
+		{"no mark attribute, filtering for mark 0", 0, message(leaf(ctaStatus, 0, 0, 0, 8)), true},
+		{"mark 0 wanted, ours seen", 0, flow(ours), false},
 	}
 	for _, tt := range tests {
+		vm, err := bpf.NewVM(markFilter(tt.value, mask))
+		if err != nil {
+			t.Fatal(err)
+		}
 		n, err := vm.Run(tt.msg)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
